@@ -1,0 +1,41 @@
+"""The model registry: every genzoo model by its command-line name."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from genzoo.data import DataInfo
+from genzoo.models.ae import AutoEncoder
+from genzoo.models.base import GenerativeModel, LogLikelihood, ModelConfig, Phase
+from genzoo.models.cvae import CVAE
+from genzoo.models.dvae import DVAE
+from genzoo.models.iwae import IWAE
+from genzoo.models.vae import VAE
+
+MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in (AutoEncoder, VAE, CVAE, DVAE, IWAE)}
+
+__all__ = ["MODELS", "GenerativeModel", "LogLikelihood", "ModelConfig", "Phase", "build_model", "model_class"]
+
+
+def model_class(name: str) -> type[GenerativeModel]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def build_model(name: str, info: DataInfo, config: ModelConfig | dict | None = None) -> GenerativeModel:
+    """Build model ``name`` for data ``info`` from a config object, a dict of field values, or defaults."""
+    cls = model_class(name)
+    if not isinstance(config, ModelConfig):
+        config = config_from_dict(cls.Config, config or {})
+    return cls(config, info)
+
+
+def config_from_dict(config_cls: type[ModelConfig], values: dict) -> ModelConfig:
+    """A config from a dict (a saved config.json or command-line overrides); unknown keys fail loudly."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for {config_cls.__name__}; "
+                         f"valid options: {', '.join(sorted(known))}")
+    return config_cls(**values)
