@@ -80,13 +80,14 @@ class AutoEncoder(GenerativeModel):
         return "binary" if self.info.value_type == "binary" else "discrete"
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        self.check_input(x)
         return self.encoder(x)  # (B, d)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return torch.sigmoid(self.decoder(z))  # (B, C, H, W) in [0, 1]
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
-        logits = self.decoder(self.encoder(x))
+        logits = self.decoder(self.encode(x))
         if self.config.reconstruction == "bce":
             recon = sum_except_batch(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
         else:

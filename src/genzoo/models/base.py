@@ -3,7 +3,7 @@
 A model is an ``nn.Module`` built from a typed config dataclass and the ``DataInfo`` of the data
 it will see. It answers a few questions, always with per-example values in nats:
 
-- ``loss(x, y, phase)``   -> ``{"loss": (B,), other named terms: (B,)}``; the trainer minimises
+- ``loss(x, y, phase, step)`` -> ``{"loss": (B,), other named terms: (B,)}``; the trainer minimises
                              the mean of ``"loss"`` and logs the others.
 - ``phases()``            -> the players and their parameters. One phase ("model") for ordinary
                              models; a GAN or an adversarial autoencoder returns one per player,
@@ -112,11 +112,14 @@ class GenerativeModel(nn.Module):
         return False
 
     # --- the protocol ------------------------------------------------------------------------
-    def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model") -> dict[str, Tensor]:
+    def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model",
+             step: int | None = None) -> dict[str, Tensor]:
+        """Named per-example terms (B,) in nats; ``step`` drives schedules (None: their final value)."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor, y: Tensor | None = None, phase: str = "model") -> dict[str, Tensor]:
-        return self.loss(x, y, phase)
+    def forward(self, x: Tensor, y: Tensor | None = None, phase: str = "model",
+                step: int | None = None) -> dict[str, Tensor]:
+        return self.loss(x, y, phase, step)
 
     def phases(self) -> list[Phase]:
         return [Phase("model", [p for p in self.parameters() if p.requires_grad])]
@@ -128,6 +131,14 @@ class GenerativeModel(nn.Module):
         return LogLikelihood(None, "unavailable", f"{self.name} defines no likelihood")
 
     # --- helpers shared by all models --------------------------------------------------------
+    def check_input(self, x: Tensor) -> None:
+        """Images must be (B, C, H, W) of this model's data shape, with finite values."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.info.shape:
+            raise ValueError(f"{self.name} was built for images of shape (B, {', '.join(map(str, self.info.shape))}) "
+                             f"({self.info.name}), got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{self.name}: the input images contain NaN or infinite values")
+
     def check_labels(self, y: Tensor | None, n: int) -> Tensor | None:
         """Validate labels for a conditional model; return None for unconditional ones."""
         if not self.conditional:

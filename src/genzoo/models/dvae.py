@@ -60,6 +60,7 @@ class DVAE(VAE):
         return torch.where(flip, 1 - x, x)
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
+        self.check_input(x)
         y = self.check_labels(y, x.shape[0])
         terms = self.elbo_terms(x, y, encoder_input=self.corrupt(x))  # encode x~, reconstruct x
         neg_dvae_bound = terms["recon"] + terms["kl"]

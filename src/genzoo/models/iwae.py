@@ -39,6 +39,7 @@ class IWAE(VAE):
     Config = IWAEConfig
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
+        self.check_input(x)
         y = self.check_labels(y, x.shape[0])
         log_w = self.log_weights(x, y, self.config.k)  # (k, B), differentiable through z = mu + sigma * eps
         bound = log_mean_exp(log_w, 0)  # (B,) L_k

@@ -110,6 +110,7 @@ class VAE(GenerativeModel):
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The posterior mean of z: (B, d)."""
+        self.check_input(x)
         return self.posterior(x, self.check_labels(y, x.shape[0]))[0]
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
@@ -135,6 +136,7 @@ class VAE(GenerativeModel):
         return self.config.beta * min(1.0, step / warmup)
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
+        self.check_input(x)
         y = self.check_labels(y, x.shape[0])
         terms = self.elbo_terms(x, y)
         neg_elbo = terms["recon"] + terms["kl"]
@@ -156,6 +158,7 @@ class VAE(GenerativeModel):
         ``num_samples=K``: the importance-weighted bound log (1/K) sum_k w_k, computed in chunks
         of importance samples so memory stays bounded for K in the thousands.
         """
+        self.check_input(x)
         y = self.check_labels(y, x.shape[0])
         if num_samples == 1:
             mean, logvar = self.posterior(x, y)

@@ -1,0 +1,5 @@
+import sys
+
+from genzoo.cli import main
+
+sys.exit(main())

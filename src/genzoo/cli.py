@@ -1,0 +1,237 @@
+"""The ``genzoo`` command: list, train, eval, sample.
+
+Every hyperparameter is a flag generated from the dataclass that defines it (``TrainConfig``
+and the model's own config), so ``genzoo train MODEL --help`` lists each one with its default;
+``--set name=value`` sets the same fields by their Python names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import types
+import typing
+from pathlib import Path
+
+from genzoo import checkpoint, figures
+from genzoo.data import SPLITS, list_datasets, load_split
+from genzoo.evaluate import format_metrics, heldout_inputs, likelihood_metrics
+from genzoo.models import MODELS, model_class
+from genzoo.training import OutputExists, TrainConfig, Trainer, TrainingDiverged
+
+DEFAULT_EVAL_IW_SAMPLES = 100  # after training; `genzoo eval` takes --iw-samples
+
+
+# --- flags from dataclass fields ---------------------------------------------------------------
+def _field_types(cls) -> dict[str, object]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(hint) -> tuple[type, bool]:
+    """(the scalar or tuple type of a hint, whether None is allowed)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def parse_value(text: str, hint, name: str):
+    """Parse a command-line string into a value of a dataclass field's type."""
+    base, optional = _base_type(hint)
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if typing.get_origin(base) is tuple:
+            return tuple(typing.get_args(base)[0](v) for v in text.split(","))
+        if base is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        return base(text)
+    except ValueError:
+        raise ValueError(f"option {name}: cannot read {text!r} as {getattr(base, '__name__', base)}") from None
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = ()) -> None:
+    group = parser.add_argument_group(title)
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        base, _ = _base_type(hints[f.name])
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=getattr(base, "__name__", "X").upper(),
+                           help=f"(default: {shown})")
+
+
+def collect_options(args: argparse.Namespace, cls, overrides: dict[str, str]) -> dict:
+    """Field values given on the command line (flags and --set), parsed to their types."""
+    hints = _field_types(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        text = overrides.pop(f.name, None)
+        flag = getattr(args, f.name, None)
+        if flag is not None:
+            text = flag
+        if text is not None:
+            values[f.name] = parse_value(text, hints[f.name], f.name)
+    return values
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects name=value, got {pair!r}")
+        name, value = pair.split("=", 1)
+        out[name.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+# --- commands ----------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> None:
+    print("models:")
+    for name, cls in sorted(MODELS.items()):
+        print(f"  {name:<16} {cls.description}")
+    print("datasets:")
+    for name, description in list_datasets():
+        print(f"  {name:<16} {description}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cls = model_class(args.model)
+    overrides = parse_sets(args.set or [])
+    train_options = collect_options(args, TrainConfig, overrides)
+    model_options = collect_options(args, cls.Config, overrides)
+    if overrides:
+        valid = sorted(f.name for f in dataclasses.fields(cls.Config)) + sorted(f.name for f in dataclasses.fields(TrainConfig))
+        raise ValueError(f"unknown option(s) {', '.join(sorted(overrides))} for {args.model}; "
+                         f"valid options: {', '.join(valid)}")
+    config = TrainConfig(**train_options)
+    out = Path(args.out or f"runs/{args.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume and model_options:
+        raise ValueError("--resume continues the saved configuration; model options cannot change")
+    trainer = Trainer(args.model, model_options, config, out, resume=args.resume)
+    summary = trainer.fit()
+    if trainer.is_main:
+        report_run(trainer, summary, args.eval_iw_samples)
+
+
+def report_run(trainer: Trainer, summary: dict, iw_samples: int) -> None:
+    """After training: metrics on the test split, pictures, and a short summary."""
+    model, out = trainer.final_model.eval(), trainer.out
+    info, test = load_split(trainer.config.data, "test", trainer.config.data_root)
+    metrics = {"model": trainer.model_name, "data": trainer.config.data, "train_steps": summary["steps"],
+               "train_epochs": summary["epochs"], "final_train_terms": summary["last"]}
+    if iw_samples > 0:
+        metrics.update(likelihood_metrics(model, test, info, iw_samples=iw_samples))
+    checkpoint.write_json(out / "metrics.json", metrics)
+    x, split, _ = heldout_inputs(test.subset(32), info, model.input_kind)
+    written = figures.write_run_figures(model, x.to(model.device),
+                                        None if split.labels is None else split.labels.to(model.device), out)
+    curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")
+    print(f"trained {trainer.model_name} on {trainer.config.data}: {summary['steps']} steps "
+          f"({summary['epochs']:.1f} epochs) -> {out}")
+    if iw_samples > 0:
+        print(format_metrics(metrics))
+    print("wrote: " + ", ".join(p.name for p in [*written, *([curves] if curves else [])]) + ", metrics.json")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    model, config = checkpoint.load_run(Path(args.run_dir))
+    data_root = args.data_root or config["train"].get("data_root")
+    info, split = load_split(config["data"]["name"], args.split, data_root)
+    split = split.subset(args.limit)
+    if model.conditional and split.labels is None:
+        raise ValueError(f"{config['model']} is conditional and the {args.split} split has no labels")
+    metrics = likelihood_metrics(model, split, info, iw_samples=args.iw_samples, batch_size=args.batch_size,
+                                 seed=args.seed)
+    metrics["run_dir"] = str(args.run_dir)
+    name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
+    checkpoint.write_json(Path(args.run_dir) / name, metrics)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(format_metrics(metrics))
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
+    model, _ = checkpoint.load_run(Path(args.run_dir))
+    labels = None
+    if args.label is not None:
+        if not model.conditional:
+            raise ValueError(f"--label needs a conditional model; {model.name} is unconditional")
+        labels = torch.full((args.n,), args.label, dtype=torch.long)
+    elif model.conditional:
+        labels = torch.arange(args.n) % model.info.num_classes
+    images = model.sample(args.n, labels, torch.Generator().manual_seed(args.seed))
+    out = Path(args.out or Path(args.run_dir) / f"samples_seed{args.seed}.png")
+    figures.save_image_grid(images, out, nrow=int(max(1, round(args.n**0.5))))
+    print(f"wrote {args.n} samples to {out}")
+
+
+# --- parser ------------------------------------------------------------------------------------
+def build_parser(model_name: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genzoo", description="Deep generative models side by side.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("list", help="list models and datasets").set_defaults(run=cmd_list)
+
+    train = commands.add_parser("train", help="train a model", description=(
+        "Train MODEL and write weights, metrics and pictures to --out. Options are listed below with "
+        "their defaults; --set name=value sets any of them by name."))
+    train.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(sorted(MODELS))}")
+    train.add_argument("--out", help="run directory (default: runs/MODEL-DATA-TIMESTAMP)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--set", action="append", metavar="NAME=VALUE", help="set any option by name (repeatable)")
+    train.add_argument("--eval-iw-samples", type=int, default=DEFAULT_EVAL_IW_SAMPLES,
+                       help=f"importance samples for the test NLL after training; 0 skips it (default: {DEFAULT_EVAL_IW_SAMPLES})")
+    add_dataclass_flags(train, TrainConfig, "training options")
+    if model_name in MODELS:
+        add_dataclass_flags(train, MODELS[model_name].Config, f"{model_name} options")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a trained run")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--split", default="test", choices=SPLITS)
+    evaluate.add_argument("--data-root", help="data directory (default: the one the run was trained with)")
+    evaluate.add_argument("--iw-samples", type=int, default=1000, help="importance samples for the NLL (default: 1000)")
+    evaluate.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many examples")
+    evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    evaluate.set_defaults(run=cmd_eval)
+
+    sample = commands.add_parser("sample", help="draw samples from a trained run")
+    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--label", type=int, help="class label for conditional models")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", help="PNG file (default: RUN_DIR/samples_seedS.png)")
+    sample.set_defaults(run=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    model_name = argv[1] if len(argv) > 1 and argv[0] == "train" else None
+    args = build_parser(model_name).parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, OutputExists, TrainingDiverged, checkpoint.CheckpointError) as e:
+        print(f"genzoo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("genzoo: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""One training loop for every model, on top of Hugging Face accelerate.
+
+The same code runs on a CPU, one GPU, or many processes (``accelerate launch``): accelerate
+places the model, wraps it for distributed data parallelism, and applies mixed precision.
+Each process takes its own shard of every epoch's permutation (``epoch_shard``); gradients are
+averaged across processes, so the effective batch is ``batch_size x num_processes``.
+
+Determinism: the data order depends only on (seed, epoch) and the model's noise only on
+(seed, process, step) (the global RNG is re-seeded every step), so stopping and resuming gives
+the same weights as an uninterrupted run.
+
+Multi-player models (GANs, adversarial autoencoders) return several ``Phase``s; each has its own
+optimizer and schedule, and each iteration runs every phase's updates in order on one batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from genzoo import checkpoint
+from genzoo.data import DATASETS, load_split, prepare
+from genzoo.evaluate import batches, heldout_inputs
+from genzoo.models import build_model
+from genzoo.models.base import GenerativeModel, ModelConfig
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
+PRECISIONS = ("fp32", "bf16")
+LOG_FILE = "log.csv"
+
+
+@dataclass
+class TrainConfig:
+    data: str = "digits"
+    data_root: str | None = None
+    epochs: int | None = None  # None: the dataset's default
+    max_steps: int | None = None  # stop after this many optimizer steps instead
+    batch_size: int = 128  # per process
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # "constant" | "cosine" | "linear" decay to 0, after warm-up
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0 = off
+    seed: int = 0
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast; evaluation always runs in fp32)
+    log_every: int = 50  # steps between log rows
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
+
+    def validate(self) -> None:
+        if self.data not in DATASETS:
+            raise ValueError(f"unknown dataset {self.data!r}; choose one of: {', '.join(sorted(DATASETS))}")
+        for name in ("batch_size", "lr", "log_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be > 0")
+        for name in ("epochs", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"TrainConfig.{name}={value!r} must be >= 1")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"TrainConfig.ema_decay={self.ema_decay!r} must be in [0, 1)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+class OutputExists(FileExistsError):
+    """The output directory holds another run."""
+
+
+def epoch_shard(num_examples: int, batch_size: int, epoch: int, seed: int, rank: int, world: int) -> torch.Tensor:
+    """This process's example indices for ``epoch``: (steps_per_epoch * batch_size,).
+
+    One permutation per (seed, epoch), shared by all processes; process ``rank`` takes every
+    ``world``-th index, so the shards are disjoint, equally long, and together cover the epoch
+    (up to the remainder dropped to keep whole batches).
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    permutation = torch.randperm(num_examples, generator=generator)
+    steps = num_examples // (batch_size * world)
+    return permutation[rank::world][: steps * batch_size]
+
+
+def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Multiplier of the base learning rate at ``step``: linear warm-up, then the schedule."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    if config.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if config.lr_schedule == "linear":
+        return max(0.0, 1 - progress)
+    return 1.0
+
+
+def prepare_output_dir(out: Path, resume: bool) -> None:
+    """Refuse to mix two runs in one directory; create it for a new run."""
+    has_state = (out / checkpoint.TRAIN_STATE_FILE).exists()
+    if resume:
+        if not has_state:
+            raise FileNotFoundError(f"cannot resume: {out / checkpoint.TRAIN_STATE_FILE} does not exist")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise OutputExists(f"output directory {out} already exists and is not empty; pass --resume to "
+                           "continue its training, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class Trainer:
+    """Trains one model into one run directory. ``fit()`` runs to the end and returns a summary."""
+
+    def __init__(self, model_name: str, model_config: ModelConfig | dict | None, config: TrainConfig,
+                 out_dir: str | Path, resume: bool = False):
+        self.out = Path(out_dir)
+        if resume:  # the run's own configs; only the length of training may change
+            saved = checkpoint.read_run_config(self.out)
+            model_name, model_config = saved["model"], saved["model_config"]
+            config = dataclasses.replace(TrainConfig(**{**saved["train"], "betas": tuple(saved["train"]["betas"])}),
+                                         epochs=config.epochs or saved["train"]["epochs"],
+                                         max_steps=config.max_steps)
+        config.validate()
+        self.config = config
+        self.accelerator = Accelerator(mixed_precision="bf16" if config.precision == "bf16" else "no")
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+
+        self.info, self.train_split = load_split(config.data, "train", config.data_root)
+        model = build_model(model_name, self.info, model_config)
+        self.model_name = model_name
+        if model.conditional and self.train_split.labels is None:
+            raise ValueError(f"{model_name} is conditional and dataset {config.data!r} has no labels")
+
+        self.steps_per_epoch = len(self.train_split) // (config.batch_size * self.world)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {config.batch_size} x {self.world} process(es) exceeds the "
+                             f"{len(self.train_split)} training examples")
+        epochs = config.epochs or DATASETS[config.data].default_epochs
+        self.total_steps = config.max_steps or epochs * self.steps_per_epoch
+
+        if self.is_main:
+            prepare_output_dir(self.out, resume)
+        self.accelerator.wait_for_everyone()
+
+        self.phases = model.phases()
+        self.optimizers = [
+            torch.optim.AdamW(p.parameters, lr=p.lr or config.lr, betas=p.betas or config.betas,
+                              weight_decay=config.weight_decay)
+            for p in self.phases
+        ]
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.total_steps, config))
+            for opt in self.optimizers
+        ]
+        model = model.to(memory_format=torch.channels_last)  # 6x faster 3x3 convs on CPU; no-op for MLPs
+        self.model, *self.optimizers = self.accelerator.prepare(model, *self.optimizers)
+        self.ema = None
+        if config.ema_decay:
+            self.ema = AveragedModel(self.unwrapped, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                     use_buffers=True)
+        self.images = self.train_split.images.to(self.accelerator.device)
+        self.labels = None if self.train_split.labels is None else self.train_split.labels.to(self.accelerator.device)
+        self.step = 0
+        if resume:
+            self.load_state()
+        elif self.is_main:
+            checkpoint.write_run_config(self.out, model_name, self.unwrapped.config, self.info,
+                                        dataclasses.asdict(config))
+
+    @property
+    def unwrapped(self) -> GenerativeModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def final_model(self) -> GenerativeModel:
+        """The weights to evaluate and save: the EMA average when EMA is on."""
+        return self.ema.module if self.ema is not None else self.unwrapped
+
+    # --- the loop ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        config, model = self.config, self.model
+        model.train()
+        log = RunningLog(self.out / LOG_FILE, enabled=self.is_main)
+        progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main,
+                        desc=f"{self.model_name} on {config.data}", dynamic_ncols=True,
+                        mininterval=0.5 if sys.stderr.isatty() else 30)
+        tick, examples = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            epoch, batch_index = divmod(self.step, self.steps_per_epoch)
+            if batch_index == 0 or self.step == progress.initial:
+                shard = epoch_shard(len(self.images), config.batch_size, epoch, config.seed, self.rank, self.world)
+            idx = shard[batch_index * config.batch_size:(batch_index + 1) * config.batch_size].to(self.images.device)
+            torch.manual_seed(config.seed * 1_000_003 + self.step * 1_009 + self.rank)  # noise: f(seed, step, rank)
+            x = prepare(self.images[idx], self.info, self.unwrapped.input_kind, train=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = None if self.labels is None else self.labels[idx]
+
+            for phase, optimizer, scheduler in zip(self.phases, self.optimizers, self.schedulers):
+                for _ in range(phase.updates_per_step):
+                    terms = model(x, y, phase=phase.name, step=self.step)
+                    loss = terms["loss"].float().mean()
+                    self.check_finite(loss, terms, phase.name)
+                    optimizer.zero_grad(set_to_none=True)
+                    self.accelerator.backward(loss)
+                    if config.grad_clip:
+                        self.accelerator.clip_grad_norm_(phase.parameters, config.grad_clip)
+                    optimizer.step()
+                    log.add(phase.name, terms)
+                scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.unwrapped)
+            self.step += 1
+            examples += len(idx) * self.world
+            progress.update(1)
+
+            if self.step % config.log_every == 0 or self.step == self.total_steps:
+                elapsed = time.perf_counter() - tick
+                row = log.flush(self.step, epoch, lr=self.schedulers[0].get_last_lr()[0],
+                                examples_per_s=examples / elapsed)
+                progress.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "epoch", "lr")})
+                tick, examples = time.perf_counter(), 0
+            end_of_epoch = self.step % self.steps_per_epoch == 0
+            due = self.step % config.checkpoint_every == 0 if config.checkpoint_every else end_of_epoch
+            if due or self.step == self.total_steps:
+                self.save_state()
+        progress.close()
+
+        if hasattr(self.unwrapped, "fit_after_training"):
+            x, split, _ = heldout_inputs(self.train_split, self.info, self.unwrapped.input_kind)
+            self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
+            self.save_state()
+        return {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row}
+
+    def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], phase: str) -> None:
+        if torch.isfinite(loss):
+            return
+        bad = next((name for name, value in terms.items() if not torch.isfinite(value).all()), "loss")
+        saved = (f"the last good checkpoint in {self.out} is kept"
+                 if (self.out / checkpoint.TRAIN_STATE_FILE).exists() else "no checkpoint had been written yet")
+        raise TrainingDiverged(
+            f"training stopped at step {self.step}: loss term {bad!r} (phase {phase!r}) is "
+            f"{terms[bad].float().mean().item()}; {saved}. Try a lower --lr, --grad-clip 1.0, or fp32 precision.")
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def save_state(self) -> None:
+        """Write the weights to use and the resumable training state (main process only)."""
+        self.accelerator.wait_for_everyone()
+        if not self.is_main:
+            return
+        tensors = {f"model.{k}": v for k, v in self.unwrapped.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        skeleton = checkpoint.flatten_state(
+            {"optimizers": [o.state_dict() for o in self.optimizers],
+             "schedulers": [s.state_dict() for s in self.schedulers]}, "state", tensors)
+        meta = {"step": self.step, "model": self.model_name, "world_size": self.world, "state": skeleton}
+        checkpoint.write_tensors(self.out / checkpoint.TRAIN_STATE_FILE, tensors, meta)
+        checkpoint.write_tensors(self.out / checkpoint.MODEL_FILE, self.final_model.state_dict())
+
+    def load_state(self) -> None:
+        path = self.out / checkpoint.TRAIN_STATE_FILE
+        tensors, meta = checkpoint.read_tensors(path)
+        if meta.get("model") != self.model_name:
+            raise checkpoint.CheckpointError(f"{path} belongs to model {meta.get('model')!r}, not {self.model_name!r}")
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        checkpoint.load_state_dict_checked(self.unwrapped, part("model."), path, f"model {self.model_name!r}")
+        if self.ema is not None:
+            checkpoint.load_state_dict_checked(self.ema, part("ema."), path, "the EMA weights")
+        state = checkpoint.unflatten_state(meta["state"], tensors)
+        for optimizer, saved in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(self.schedulers, state["schedulers"]):
+            scheduler.load_state_dict(saved)
+        self.step = meta["step"]
+
+
+class RunningLog:
+    """Averages loss terms between log rows and appends rows to a CSV (and TensorBoard if installed)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.last_row: dict[str, float] = {}
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(path.parent / "tensorboard"))
+            except ImportError:  # tensorboard is an optional extra
+                pass
+
+    def add(self, phase: str, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            key = name if phase == "model" else f"{phase}/{name}"
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float().mean().item()
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def flush(self, step: int, epoch: int, **extra: float) -> dict[str, float]:
+        row = {"step": step, "epoch": epoch, **{k: self.sums[k] / self.counts[k] for k in self.sums}, **extra}
+        self.sums, self.counts, self.last_row = {}, {}, row
+        if not self.enabled:
+            return row
+        new_file = not self.path.exists()
+        fields = list(row) if new_file else self._header()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if k not in ("step", "epoch"):
+                    self.writer.add_scalar(k, v, step)
+        return row
+
+    def _header(self) -> list[str]:
+        with open(self.path, newline="") as f:
+            return next(csv.reader(f))
+
+
+def train(model_name: str, out_dir: str | Path, model_config: dict | ModelConfig | None = None,
+          resume: bool = False, **train_options) -> tuple[Trainer, dict]:
+    """Train ``model_name`` into ``out_dir``; keyword options are ``TrainConfig`` fields."""
+    trainer = Trainer(model_name, model_config, TrainConfig(**train_options), out_dir, resume)
+    return trainer, trainer.fit()
+
