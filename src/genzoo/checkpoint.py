@@ -45,9 +45,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:  # including KeyboardInterrupt: never leave a partial temporary file
         tmp.unlink(missing_ok=True)
-        if e.errno == errno.ENOSPC:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             raise CheckpointError(f"no space left on the device while writing {path}; the previous "
                                   f"{path.name} is kept. Free some space and resume the run.") from e
         raise

@@ -130,7 +130,7 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int) -> None:
     if iw_samples > 0:
         metrics.update(likelihood_metrics(model, test, info, iw_samples=iw_samples))
     checkpoint.write_json(out / "metrics.json", metrics)
-    x, split, _ = heldout_inputs(test.subset(32), info, model.input_kind)
+    x, split, _ = heldout_inputs(test, info, model.input_kind, limit=32)
     written = figures.write_run_figures(model, x.to(model.device),
                                         None if split.labels is None else split.labels.to(model.device), out)
     curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")
@@ -145,11 +145,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     model, config = checkpoint.load_run(Path(args.run_dir))
     data_root = args.data_root or config["train"].get("data_root")
     info, split = load_split(config["data"]["name"], args.split, data_root)
-    split = split.subset(args.limit)
     if model.conditional and split.labels is None:
         raise ValueError(f"{config['model']} is conditional and the {args.split} split has no labels")
     metrics = likelihood_metrics(model, split, info, iw_samples=args.iw_samples, batch_size=args.batch_size,
-                                 seed=args.seed)
+                                 seed=args.seed, limit=args.limit)
     metrics["run_dir"] = str(args.run_dir)
     name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
     checkpoint.write_json(Path(args.run_dir) / name, metrics)

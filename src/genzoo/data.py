@@ -381,7 +381,7 @@ def _load_mnist(data_root: str | None, download: bool) -> dict[str, Arrays]:
         _download_all("mnist", dirs, urls, verify, download, ", ".join(MNIST_MD5) + " (the t10k pair is optional)")
         train = _mnist_train_pair(dirs)
     test = _mnist_pair(dirs, "t10k")
-    return _standard_splits(_read_mnist("training", train), None, test and _read_mnist("test", test))
+    return _standard_splits(_read_mnist("training", train), None, None if test is None else _read_mnist("test", test))
 
 
 def _amat_path(dirs: list[Path], split: str) -> Path | None:

@@ -17,14 +17,17 @@ from genzoo.models.base import GenerativeModel
 DEQUANTIZATION_SEED = 0  # held-out data is dequantised with this fixed seed
 
 
-def heldout_inputs(split: Split, info: DataInfo, kind: str) -> tuple[Tensor, Split, DataInfo]:
-    """Deterministic model inputs for a whole split: (inputs (N, C, H, W), split, info as seen).
+def heldout_inputs(split: Split, info: DataInfo, kind: str, limit: int | None = None) -> tuple[Tensor, Split, DataInfo]:
+    """Deterministic model inputs for a split: (inputs (N, C, H, W), split, info as seen).
 
-    8-bit data for a binary likelihood is statically binarised (the returned split and info say
-    so); dequantisation noise comes from a generator seeded ``DEQUANTIZATION_SEED``.
+    8-bit data for a binary likelihood is statically binarised as a whole split, before any
+    ``limit`` takes its fixed random subset, so an image is binarised the same way in every
+    evaluation (the returned split and info say so). Dequantisation noise comes from a generator
+    seeded ``DEQUANTIZATION_SEED``.
     """
     if kind == "binary" and info.value_type != "binary":
         info, split = static_binarize(split, info)
+    split = split.subset(limit)
     generator = torch.Generator(split.images.device).manual_seed(DEQUANTIZATION_SEED)
     return prepare(split.images, info, kind, train=False, generator=generator), split, info
 
@@ -37,16 +40,17 @@ def batches(x: Tensor, y: Tensor | None, batch_size: int):
 
 @torch.no_grad()
 def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, iw_samples: int = 1000,
-                       batch_size: int = 100, seed: int = 0) -> dict:
+                       batch_size: int = 100, seed: int = 0, limit: int | None = None) -> dict:
     """Negative ELBO and importance-sampled NLL of ``split`` under ``model``, per example.
 
+    ``limit`` evaluates a fixed random subset (see ``Split.subset``), which the result says.
     Returns nats and bits/dim for each bound the model has, with ``None`` for what it lacks,
     and says which split, how many examples and which data representation were used. Runs in
     fp32 and in batches, so memory is bounded by ``batch_size`` x the model's own chunking.
     """
     was_training = model.training
     model.eval()
-    x, split, seen_info = heldout_inputs(split, info, model.input_kind)
+    x, split, seen_info = heldout_inputs(split, info, model.input_kind, limit)
     device = model.device
     generator = torch.Generator(device).manual_seed(seed)
     offset = nats_offset(seen_info, model.input_kind)

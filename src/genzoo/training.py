@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -136,14 +138,20 @@ class Trainer:
             model_name, model_config = saved["model"], saved["model_config"]
             config = dataclasses.replace(TrainConfig(**{**saved["train"], "betas": tuple(saved["train"]["betas"])}),
                                          epochs=config.epochs or saved["train"]["epochs"],
-                                         max_steps=config.max_steps)
+                                         max_steps=config.max_steps or saved["train"]["max_steps"])
         config.validate()
         self.config = config
-        self.accelerator = Accelerator(mixed_precision="bf16" if config.precision == "bf16" else "no")
+        # Launched as several processes on a machine without GPUs: run them on the CPU with gloo.
+        # (accelerate's own `--cpu` launcher starts several processes only through MPI; without it,
+        # `accelerate launch --multi_gpu --num_processes N` or torchrun start them, and land here.)
+        cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        self.accelerator = Accelerator(mixed_precision="bf16" if config.precision == "bf16" else "no",
+                                       cpu=cpu_processes)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
 
         self.info, self.train_split = load_split(config.data, "train", config.data_root)
+        set_seed(config.seed)  # the initial weights: the same on every process
         model = build_model(model_name, self.info, model_config)
         self.model_name = model_name
         if model.conditional and self.train_split.labels is None:
@@ -202,10 +210,10 @@ class Trainer:
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main,
                         desc=f"{self.model_name} on {config.data}", dynamic_ncols=True,
                         mininterval=0.5 if sys.stderr.isatty() else 30)
-        tick, examples = time.perf_counter(), 0
+        tick, examples, first_step = time.perf_counter(), 0, self.step
         while self.step < self.total_steps:
             epoch, batch_index = divmod(self.step, self.steps_per_epoch)
-            if batch_index == 0 or self.step == progress.initial:
+            if batch_index == 0 or self.step == first_step:
                 shard = epoch_shard(len(self.images), config.batch_size, epoch, config.seed, self.rank, self.world)
             idx = shard[batch_index * config.batch_size:(batch_index + 1) * config.batch_size].to(self.images.device)
             torch.manual_seed(config.seed * 1_000_003 + self.step * 1_009 + self.rank)  # noise: f(seed, step, rank)
@@ -252,7 +260,8 @@ class Trainer:
     def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], phase: str) -> None:
         if torch.isfinite(loss):
             return
-        bad = next((name for name, value in terms.items() if not torch.isfinite(value).all()), "loss")
+        # name the component that broke, not the total it feeds
+        bad = next((name for name, value in terms.items() if name != "loss" and not torch.isfinite(value).all()), "loss")
         saved = (f"the last good checkpoint in {self.out} is kept"
                  if (self.out / checkpoint.TRAIN_STATE_FILE).exists() else "no checkpoint had been written yet")
         raise TrainingDiverged(

@@ -1,0 +1,48 @@
+"""Shared fixtures: the local data directory and tiny runs trained once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genzoo.cli import main
+
+# Small enough to train, evaluate and draw every figure in about a second on a CPU.
+TINY_FLAGS = ["--max-steps", "20", "--hidden-dim", "32", "--latent-dim", "4", "--eval-iw-samples", "5"]
+# The options a model needs beyond TINY_FLAGS to exercise its own path.
+MODEL_FLAGS = {"cvae": ["--set", "prior=learned"], "iwae": ["--set", "k=3"]}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data relative to the repository root: local MNIST files (the machines are offline)."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"local data directory absent: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``tiny_run(model) -> run directory``: a 20-step run of ``model`` on digits, trained once per session.
+
+    Tests must not modify these directories; copy one (``shutil.copytree``) to damage it.
+    """
+    runs: dict[str, Path] = {}
+
+    def get(model: str) -> Path:
+        if model not in runs:
+            out = tmp_path_factory.mktemp("runs") / model
+            code = main(["train", model, "--out", str(out), *TINY_FLAGS, *MODEL_FLAGS.get(model, [])])
+            assert code == 0, f"training the shared tiny {model} run failed"
+            runs[model] = out
+        return runs[model]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def vae_run(tiny_run) -> Path:
+    """One tiny vae run on digits, shared by the tests that only read it."""
+    return tiny_run("vae")

@@ -1,0 +1,305 @@
+"""Unit behaviour of every model in the registry: the protocol (per-example loss terms, seeded
+side-effect-free sampling, what log_likelihood reports), config validation naming the field,
+label handling, the DVAE corruption, and the autoencoder's latent samplers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genzoo.data import DataInfo
+from genzoo.distributions import gaussian_kl, reparameterize
+from genzoo.models import MODELS, build_model, model_class
+
+DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
+BINARY = DataInfo("binary_mnist", (1, 28, 28), 10, "binary", 2)
+UNLABELLED = DataInfo("binary_unlabelled", (1, 28, 28), 0, "binary", 2)
+ODD = DataInfo("odd", (1, 6, 6), 0, "binary", 2)
+SMALL = {"latent_dim": 4, "hidden_dim": 32, "num_hidden_layers": 1, "channels": 4}
+VAE_FAMILY = sorted(set(MODELS) - {"ae"})
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def batch(info: DataInfo, n: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs in the model representation ([0, 1] levels) and labels."""
+    g = gen(seed)
+    c, h, w = info.shape
+    x = torch.randint(0, info.num_levels, (n, c, h, w), generator=g) / (info.num_levels - 1)
+    y = torch.randint(0, max(info.num_classes, 1), (n,), generator=g)
+    return x, y
+
+
+def make(name: str, info: DataInfo, **overrides):
+    torch.manual_seed(0)
+    return build_model(name, info, {**SMALL, **overrides})
+
+
+def labels_for(model, y):
+    return y if model.conditional else None
+
+
+# --- the protocol ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+@pytest.mark.parametrize("info", [DIGITS, BINARY], ids=["digits", "binary28"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_loss_returns_finite_per_example_terms_and_gradients(name, info, architecture):
+    model = make(name, info, architecture=architecture)
+    x, y = batch(info)
+    out = model.loss(x, labels_for(model, y))
+    assert "loss" in out
+    for key, value in out.items():
+        assert value.shape == (5,), key
+        assert torch.all(torch.isfinite(value)), key
+    if name != "iwae":  # the IWAE surrogate may be negative-free but not its terms; these are nats >= 0
+        assert torch.all(out["recon"] >= 0)
+    if "kl" in out:
+        assert torch.all(out["kl"] >= 0)
+    out["loss"].mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.all(torch.isfinite(g)) for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("info", [DIGITS, BINARY], ids=["digits", "binary28"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_sample_is_deterministic_given_a_generator_and_leaves_global_rng_alone(name, info):
+    model = make(name, info, architecture="conv")
+    c, h, w = info.shape
+    labels = torch.arange(6) % 10 if model.conditional else None
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = model.sample(6, labels, generator=gen(7))
+    assert torch.equal(torch.get_rng_state(), state)
+    second = model.sample(6, labels, generator=gen(7))
+    other = model.sample(6, labels, generator=gen(8))
+    assert first.shape == (6, c, h, w)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+    assert torch.all((first >= 0) & (first <= 1))
+    assert not first.requires_grad  # sampling runs without autograd
+    assert model.training  # and leaves the module's mode alone
+
+
+@pytest.mark.parametrize("name", VAE_FAMILY)
+def test_log_likelihood_of_vae_family_is_a_lower_bound(name):
+    model = make(name, DIGITS)
+    x, y = batch(DIGITS)
+    y = labels_for(model, y)
+    elbo = model.log_likelihood(x, y, num_samples=1, generator=gen(0))
+    assert elbo.kind == "lower_bound" and elbo.value.shape == (5,)
+    # log p(x|z) <= 0 for a probability mass function and KL >= 0, so the ELBO estimate is <= 0
+    assert torch.all(elbo.value <= 0)
+    iwae = model.log_likelihood(x, y, num_samples=150, generator=gen(0))  # two chunks of samples
+    assert iwae.kind == "lower_bound" and iwae.value.shape == (5,) and torch.all(torch.isfinite(iwae.value))
+    again = model.log_likelihood(x, y, num_samples=150, generator=gen(0))
+    assert torch.equal(iwae.value, again.value)  # deterministic given a generator
+
+
+def test_log_likelihood_of_the_autoencoder_is_unavailable():
+    model = make("ae", DIGITS)
+    result = model.log_likelihood(batch(DIGITS)[0])
+    assert result.kind == "unavailable" and result.value is None and result.reason
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_config_rebuilds_the_same_model(name):
+    """config.to_dict() -> build_model -> load_state_dict gives the same outputs (what a checkpoint needs)."""
+    model = make(name, DIGITS, architecture="conv")
+    twin = build_model(name, DIGITS, model.config.to_dict())
+    twin.load_state_dict(model.state_dict())
+    x, y = batch(DIGITS)
+    labels = labels_for(model, y)
+    torch.manual_seed(1)
+    a = model.loss(x, labels)["loss"]
+    torch.manual_seed(1)
+    b = twin.loss(x, labels)["loss"]
+    assert torch.equal(a, b)
+    assert torch.equal(model.sample(3, labels_for(model, y[:3]), gen(2)), twin.sample(3, labels_for(model, y[:3]), gen(2)))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_run_in_float64(name):
+    """The maths tests run models in float64: loss and sampling must stay in that precision."""
+    model = make(name, DIGITS).double()
+    x, y = batch(DIGITS)
+    out = model.loss(x.double(), labels_for(model, y))
+    assert out["loss"].dtype == torch.float64
+    assert model.sample(3, labels_for(model, y[:3]), gen(0)).dtype == torch.float64
+
+
+# --- config validation ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("overrides, info, field", [
+    ({"latent_dim": 0}, DIGITS, "latent_dim"),
+    ({"hidden_dim": -1}, DIGITS, "hidden_dim"),
+    ({"architecture": "x"}, DIGITS, "architecture"),
+    ({"architecture": "conv"}, ODD, "architecture"),
+], ids=["latent_dim=0", "hidden_dim=-1", "architecture=x", "conv-on-6x6"])
+def test_invalid_shared_config_raises_naming_the_field(name, overrides, info, field):
+    if name == "cvae" and info.num_classes == 0:
+        info = DataInfo("odd_labelled", info.shape, 10, info.value_type, info.num_levels)
+    with pytest.raises(ValueError, match=field):
+        build_model(name, info, overrides)
+
+
+@pytest.mark.parametrize("name, overrides, info, field", [
+    ("vae", {"likelihood": "nope"}, DIGITS, "likelihood"),
+    ("vae", {"likelihood": "discretized_logistic"}, DataInfo("c", (1, 8, 8), 0, "continuous", None), "likelihood"),
+    ("vae", {"beta": 0.0}, DIGITS, "beta"),
+    ("vae", {"kl_warmup_steps": -1}, DIGITS, "kl_warmup_steps"),
+    ("iwae", {"k": 0}, DIGITS, r"\bk\b"),
+    ("cvae", {"prior": "nope"}, DIGITS, "prior"),
+    ("cvae", {}, UNLABELLED, "label"),
+    ("dvae", {"corruption": "bitflip", "noise_level": 0.7}, BINARY, "noise_level"),
+    ("dvae", {"noise_level": 0.7}, BINARY, "noise_level"),  # "auto" corrupts binary data by bit flips
+    ("dvae", {"noise_level": 0.0}, DIGITS, "noise_level"),
+    ("dvae", {"corruption": "nope"}, DIGITS, "corruption"),
+    ("ae", {"latent_sampler": "nope"}, DIGITS, "latent_sampler"),
+    ("ae", {"reconstruction": "nope"}, DIGITS, "reconstruction"),
+    ("ae", {"gmm_components": 0}, DIGITS, "gmm_components"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_invalid_model_config_raises_naming_the_field(name, overrides, info, field):
+    with pytest.raises(ValueError, match=field):
+        build_model(name, info, {**SMALL, **overrides})
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        build_model("vae", DIGITS, {"latent_dims": 3})
+    message = str(error.value)
+    assert "latent_dims" in message
+    for field in ("latent_dim", "hidden_dim", "architecture", "likelihood", "beta", "kl_warmup_steps"):
+        assert field in message
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(ValueError) as error:
+        model_class("nope")
+    assert all(name in str(error.value) for name in MODELS)
+    with pytest.raises(ValueError, match="nope"):
+        build_model("nope", DIGITS)
+    for name, cls in MODELS.items():
+        assert model_class(name) is cls and cls.name == name
+
+
+# --- labels ---------------------------------------------------------------------------------------------
+def test_conditional_model_without_labels_raises_clearly():
+    model = make("cvae", DIGITS)
+    x, _ = batch(DIGITS)
+    for call in (lambda: model.loss(x), lambda: model.sample(3), lambda: model.log_likelihood(x, num_samples=2),
+                 lambda: model.encode(x)):
+        with pytest.raises(ValueError, match="labels"):
+            call()
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([0, 1, 2, 3, 10]), torch.tensor([0, -1, 2, 3, 4]), torch.tensor([0, 1])],
+                         ids=["too-large", "negative", "wrong-shape"])
+def test_bad_labels_raise(bad):
+    model = make("cvae", DIGITS)
+    x, _ = batch(DIGITS)
+    with pytest.raises(ValueError, match="labels"):
+        model.loss(x, bad)
+    with pytest.raises(ValueError, match="labels"):
+        model.sample(len(bad), bad)
+
+
+def test_cvae_samples_depend_on_the_label():
+    model = make("cvae", DIGITS, prior="learned")
+    a = model.sample(4, torch.zeros(4, dtype=torch.long), gen(0))
+    b = model.sample(4, torch.full((4,), 7), gen(0))
+    assert not torch.allclose(a, b)
+
+
+# --- the denoising VAE's corruption ---------------------------------------------------------------------
+def test_dvae_bitflip_flips_noise_level_of_the_bits():
+    model = make("dvae", BINARY, noise_level=0.2)
+    assert model.corruption == "bitflip"
+    x, _ = batch(BINARY, n=64)  # 50,176 bits
+    state = torch.get_rng_state()
+    corrupted = model.corrupt(x, gen(1))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(corrupted, model.corrupt(x, gen(1)))
+    assert torch.all((corrupted == 0) | (corrupted == 1))
+    flipped = corrupted != x
+    se = math.sqrt(0.2 * 0.8 / x.numel())
+    assert abs(flipped.double().mean().item() - 0.2) < 5 * se
+    # independent of the bit's value: zeros and ones are flipped alike
+    for value in (0.0, 1.0):
+        rate = flipped[x == value].double().mean().item()
+        assert abs(rate - 0.2) < 5 * math.sqrt(0.2 * 0.8 / (x == value).sum().item())
+
+
+def test_dvae_gaussian_corruption_has_std_noise_level():
+    model = make("dvae", DIGITS, noise_level=0.3)
+    assert model.corruption == "gaussian"
+    x, _ = batch(DIGITS, n=400)  # 25,600 pixels
+    noise = (model.corrupt(x, gen(2)) - x).double()
+    n = noise.numel()
+    assert abs(noise.mean().item()) < 5 * 0.3 / math.sqrt(n)
+    assert abs(noise.std().item() - 0.3) < 5 * 0.3 / math.sqrt(2 * n)
+
+
+def test_dvae_encodes_the_corrupted_input_and_reconstructs_the_clean_one():
+    model = make("dvae", BINARY, noise_level=0.25)
+    x, _ = batch(BINARY)
+    torch.manual_seed(3)
+    out = model.loss(x)
+    torch.manual_seed(3)  # the same corruption and the same eps, drawn in the same order
+    x_tilde = model.corrupt(x)
+    mean, logvar = model.posterior(x_tilde)
+    z = reparameterize(mean, logvar)
+    torch.testing.assert_close(out["recon"], -model.log_px_given_z(x, z))
+    torch.testing.assert_close(out["kl"], gaussian_kl(mean, logvar))
+    torch.testing.assert_close(out["neg_dvae_bound"], out["recon"] + out["kl"])
+
+
+# --- the autoencoder's latent samplers ----------------------------------------------------------------
+def _identity_decoder(model, monkeypatch):
+    """Make ``sample`` return the codes it would decode."""
+    monkeypatch.setattr(model, "decode", lambda z, y=None: z)
+
+
+def test_ae_gmm_sampler_draws_codes_from_the_fitted_mixture(monkeypatch):
+    model = make("ae", DIGITS, latent_dim=2, gmm_components=3)
+    batches = [(batch(DIGITS, n=50, seed=s)[0], None) for s in range(4)]  # an iterable of (x, None)
+    model.fit_after_training(iter(batches))
+    with torch.no_grad():
+        codes = torch.cat([model.encode(x) for x, _ in batches]).double()
+    w, mu, tril = model.gmm_weights.double(), model.gmm_means.double(), model.gmm_scale_tril.double()
+    assert w.shape == (3,) and mu.shape == (3, 2) and tril.shape == (3, 2, 2)
+    torch.testing.assert_close(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.all(w > 0)
+    assert torch.equal(tril, tril.tril()) and torch.all(torch.diagonal(tril, dim1=1, dim2=2) > 0)
+    mixture_mean = (w[:, None] * mu).sum(0)
+    covariances = tril @ tril.transpose(1, 2)
+    mixture_cov = (w[:, None, None] * (covariances + mu[:, :, None] * mu[:, None, :])).sum(0) - torch.outer(
+        mixture_mean, mixture_mean)
+    # EM's M-step keeps the mixture mean at the codes' mean
+    torch.testing.assert_close(mixture_mean, codes.mean(0), rtol=1e-4, atol=1e-4)
+
+    _identity_decoder(model, monkeypatch)
+    n = 20_000
+    sampled = model.sample(n, generator=gen(5)).double()  # (n, 2) codes
+    assert sampled.shape == (n, 2)
+    se = torch.sqrt(torch.diagonal(mixture_cov) / n)
+    assert torch.all((sampled.mean(0) - mixture_mean).abs() < 5 * se), (sampled.mean(0), mixture_mean)
+    torch.testing.assert_close(torch.cov(sampled.T), mixture_cov, rtol=0.05, atol=0.05 * mixture_cov.abs().max().item())
+
+
+def test_ae_prior_sampler_decodes_standard_normal_codes(monkeypatch):
+    model = make("ae", DIGITS, latent_dim=3, latent_sampler="prior")
+    with torch.no_grad():
+        expected = model.decode(torch.randn(8, 3, generator=gen(4)))
+    torch.testing.assert_close(model.sample(8, generator=gen(4)), expected, rtol=0, atol=0)
+    # fitting the mixture does not change what the prior sampler draws
+    model.fit_after_training([(batch(DIGITS, n=60)[0], None)])
+    torch.testing.assert_close(model.sample(8, generator=gen(4)), expected, rtol=0, atol=0)
+    _identity_decoder(model, monkeypatch)
+    codes = model.sample(20_000, generator=gen(6)).double()
+    assert torch.all(codes.mean(0).abs() < 5 / math.sqrt(20_000))
+    torch.testing.assert_close(torch.cov(codes.T), torch.eye(3, dtype=torch.float64), rtol=0, atol=0.05)

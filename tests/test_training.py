@@ -1,0 +1,187 @@
+"""The training engine's required properties: resume, atomic checkpoints, NaN stops, two processes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genzoo import checkpoint
+from genzoo.checkpoint import CheckpointError, load_run, read_tensors
+from genzoo.data import load_split
+from genzoo.evaluate import heldout_inputs
+from genzoo.models.vae import VAE
+from genzoo.training import TrainConfig, Trainer, TrainingDiverged, epoch_shard, lr_factor, train
+
+TINY = {"hidden_dim": 32, "latent_dim": 4}
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return read_tensors(run_dir / checkpoint.MODEL_FILE)[0]
+
+
+def assert_same_weights(run_a: Path, run_b: Path) -> None:
+    a, b = weights(run_a), weights(run_b)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_gives_the_same_weights_as_one_uninterrupted_run(tmp_path):
+    # 2N steps in one go vs N steps, stop, resume for N more; N crosses an epoch boundary
+    # (1257 digits / batch 64 = 19 steps per epoch).
+    n = 25
+    train("vae", tmp_path / "straight", TINY, max_steps=2 * n, batch_size=64, log_every=10)
+    train("vae", tmp_path / "resumed", TINY, max_steps=n, batch_size=64, log_every=10)
+    _, summary = train("vae", tmp_path / "resumed", resume=True, max_steps=2 * n)
+    assert summary["steps"] == 2 * n
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    rows = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
+    assert rows[-1].startswith(f"{2 * n},")  # the log continued where it stopped
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    # With a cosine schedule, warm-up, clipping and EMA: everything the state must carry.
+    n = 25
+    options = dict(max_steps=2 * n, batch_size=64, checkpoint_every=n, ema_decay=0.9, lr_schedule="cosine",
+                   warmup_steps=5, grad_clip=1.0)
+    train("vae", tmp_path / "straight", TINY, **options)
+
+    original = VAE.loss
+
+    def killed_after_the_checkpoint(self, x, y=None, phase="model", step=None):
+        if step == n + 3:
+            raise KeyboardInterrupt  # the process dies between checkpoints
+        return original(self, x, y, phase, step)
+
+    monkeypatch.setattr(VAE, "loss", killed_after_the_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train("vae", tmp_path / "resumed", TINY, **options)
+    monkeypatch.setattr(VAE, "loss", original)
+    train("vae", tmp_path / "resumed", resume=True)
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_epoch_shards_are_disjoint_equal_and_cover_the_epoch():
+    n, batch, world = 1000, 16, 3
+    shards = [epoch_shard(n, batch, epoch=2, seed=7, rank=r, world=world) for r in range(world)]
+    assert all(len(s) == (n // (batch * world)) * batch for s in shards)
+    union = torch.cat(shards)
+    assert len(union.unique()) == len(union)  # disjoint
+    assert len(union) >= n - batch * world  # only the remainder is dropped
+    torch.testing.assert_close(shards[0], epoch_shard(n, batch, epoch=2, seed=7, rank=0, world=world))
+    assert not torch.equal(shards[0], epoch_shard(n, batch, epoch=3, seed=7, rank=0, world=world))
+
+
+def test_learning_rate_schedules():
+    config = TrainConfig(lr_schedule="cosine", warmup_steps=10)
+    assert lr_factor(0, 110, config) == pytest.approx(0.1)
+    assert lr_factor(9, 110, config) == pytest.approx(1.0)
+    assert lr_factor(60, 110, config) == pytest.approx(0.5)
+    assert lr_factor(110, 110, config) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(60, 110, TrainConfig(lr_schedule="linear", warmup_steps=10)) == pytest.approx(0.5)
+
+
+def test_a_run_killed_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer, _ = train("vae", tmp_path / "run", TINY, max_steps=5, batch_size=64)
+    before = (tmp_path / "run" / checkpoint.MODEL_FILE).read_bytes()
+
+    def killed_mid_write(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")  # some bytes reach the disk, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_file", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_state()
+    assert (tmp_path / "run" / checkpoint.MODEL_FILE).read_bytes() == before
+    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
+    load_run(tmp_path / "run")  # still loads
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer, _ = train("vae", tmp_path / "run", TINY, max_steps=5, batch_size=64)
+    before = (tmp_path / "run" / checkpoint.TRAIN_STATE_FILE).read_bytes()
+
+    def disk_full(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(CheckpointError, match="no space left.*previous train_state.safetensors is kept"):
+        trainer.save_state()
+    assert (tmp_path / "run" / checkpoint.TRAIN_STATE_FILE).read_bytes() == before
+
+
+def test_a_nan_loss_stops_training_naming_step_and_term_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    original = VAE.loss
+
+    def loss_that_diverges(self, x, y=None, phase="model", step=None):
+        terms = original(self, x, y, phase, step)
+        if step == 7:
+            terms["kl"] = terms["kl"] * float("nan")
+            terms["loss"] = terms["recon"] + terms["kl"]
+        return terms
+
+    monkeypatch.setattr(VAE, "loss", loss_that_diverges)
+    with pytest.raises(TrainingDiverged, match=r"step 7: loss term 'kl'.*last good checkpoint"):
+        train("vae", tmp_path / "run", TINY, max_steps=20, batch_size=64, checkpoint_every=5)
+    _, meta = read_tensors(tmp_path / "run" / checkpoint.TRAIN_STATE_FILE)
+    assert meta["step"] == 5
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "run").values())
+
+
+def test_save_load_gives_the_same_outputs(tmp_path):
+    trainer, _ = train("cvae", tmp_path / "run", {**TINY, "prior": "learned"}, max_steps=10, batch_size=64)
+    loaded, config = load_run(tmp_path / "run")
+    original = trainer.final_model.eval()
+    info, split = load_split("digits", "test")
+    x, split, _ = heldout_inputs(split.subset(16), info, loaded.input_kind)
+    a = original.log_likelihood(x, split.labels, num_samples=20, generator=torch.Generator().manual_seed(1)).value
+    b = loaded.log_likelihood(x, split.labels, num_samples=20, generator=torch.Generator().manual_seed(1)).value
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    labels = torch.arange(8) % 10
+    torch.testing.assert_close(original.sample(8, labels, torch.Generator().manual_seed(3)),
+                               loaded.sample(8, labels, torch.Generator().manual_seed(3)), rtol=0, atol=0)
+    assert config["model_config"]["prior"] == "learned"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["num_levels"] == 17
+
+
+def test_training_state_holds_no_pickle(tmp_path):
+    train("vae", tmp_path / "run", TINY, max_steps=3, batch_size=64)
+    for name in (checkpoint.MODEL_FILE, checkpoint.TRAIN_STATE_FILE):
+        read_tensors(tmp_path / "run" / name)  # safetensors + JSON metadata, nothing else
+    assert sorted(p.suffix for p in (tmp_path / "run").iterdir() if p.is_file()) == [".csv", ".json", ".safetensors", ".safetensors"]
+
+
+def test_an_existing_output_directory_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already exists.*--resume"):
+        Trainer("vae", TINY, TrainConfig(max_steps=2), tmp_path / "run")
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_two_processes_train_on_disjoint_shards_and_only_the_main_process_writes(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        # accelerate's --cpu launcher needs MPI for several processes; --multi_gpu starts them with
+        # torch.distributed, and on this GPU-less machine genzoo runs them on the CPU with gloo.
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genzoo", "train", "vae", "--out", str(out),
+         "--max-steps", "6", "--batch-size", "32", "--hidden-dim", "16", "--latent-dim", "2", "--log-every", "3",
+         "--eval-iw-samples", "2"],
+        capture_output=True, text=True, env=env, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, meta = read_tensors(out / checkpoint.TRAIN_STATE_FILE)
+    assert meta["world_size"] == 2 and meta["step"] == 6
+    rows = (out / "log.csv").read_text().splitlines()
+    assert len(rows) == 3  # one header and two rows: only one process wrote the log
+    assert result.stdout.count("trained vae on digits") == 1  # and only one reported
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
