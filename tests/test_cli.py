@@ -7,6 +7,7 @@ console script to prove the entry point. Models are tiny (hidden 32, latent 4, <
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -21,6 +22,7 @@ from genzoo.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, read_te
 from genzoo.cli import main
 from genzoo.data import DATASETS, list_datasets
 from genzoo.models import MODELS
+from genzoo.training import TrainConfig
 
 SMALL = ["--hidden-dim", "32", "--latent-dim", "4"]
 RUN_FILES = {CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, "log.csv", "metrics.json", "samples.png", "loss_curves.png"}
@@ -82,10 +84,6 @@ def test_list_prints_every_model_and_dataset_with_its_description(capsys):
     ("cvae", "--prior", "(default: standard)"),
 ])
 def test_train_help_lists_every_option_with_its_default(capsys, model, own_flag, own_default):
-    import dataclasses
-
-    from genzoo.training import TrainConfig
-
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["train", model, "--help"])

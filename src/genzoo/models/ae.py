@@ -107,10 +107,10 @@ class AutoEncoder(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Decoded codes (n, C, H, W), the codes drawn from N(0, I) or from the fitted mixture."""
-        eps = draw(torch.randn, (n, self.config.latent_dim), generator, self.device)
+        eps = draw(torch.randn, (n, self.config.latent_dim), generator, self.device, self.dtype)
         if self.config.latent_sampler == "prior":
             return self.decode(eps)
-        u = draw(torch.rand, (n,), generator, self.device)  # component by inverse CDF of the weights
+        u = draw(torch.rand, (n,), generator, self.device, self.dtype)  # component by inverse CDF of the weights
         component = torch.searchsorted(self.gmm_weights.cumsum(0), u).clamp(max=len(self.gmm_weights) - 1)
         z = self.gmm_means[component] + (self.gmm_scale_tril[component] @ eps.unsqueeze(-1)).squeeze(-1)
         return self.decode(z)

@@ -127,7 +127,9 @@ class GenerativeModel(nn.Module):
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
-    def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1) -> LogLikelihood:
+    def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
+                       generator: torch.Generator | None = None) -> LogLikelihood:
+        """log p(x [| y]) per example; ``num_samples`` and ``generator`` drive estimators that sample."""
         return LogLikelihood(None, "unavailable", f"{self.name} defines no likelihood")
 
     # --- helpers shared by all models --------------------------------------------------------
@@ -157,3 +159,7 @@ class GenerativeModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype

@@ -37,8 +37,17 @@ class DVAEConfig(VAEConfig):
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
         check_choice(self, "corruption", ("auto", "gaussian", "bitflip"))
-        if not 0 < self.noise_level < (0.5 if self.corruption == "bitflip" else float("inf")):
+        if self.corruption == "bitflip" and self.resolved_likelihood(info) != "bernoulli":
+            raise ValueError("DVAEConfig.corruption='bitflip' needs binary inputs (likelihood 'bernoulli'); "
+                             "use 'gaussian'")
+        bitflip = self.resolved_corruption(info) == "bitflip"
+        if not 0 < self.noise_level < (0.5 if bitflip else float("inf")):
             raise ValueError(f"DVAEConfig.noise_level={self.noise_level!r} must be > 0 (and < 0.5 for bit flips)")
+
+    def resolved_corruption(self, info: DataInfo) -> str:
+        if self.corruption != "auto":
+            return self.corruption
+        return "bitflip" if self.resolved_likelihood(info) == "bernoulli" else "gaussian"
 
 
 class DVAE(VAE):
@@ -48,15 +57,13 @@ class DVAE(VAE):
 
     @property
     def corruption(self) -> str:
-        if self.config.corruption != "auto":
-            return self.config.corruption
-        return "bitflip" if self.input_kind == "binary" else "gaussian"
+        return self.config.resolved_corruption(self.info)
 
     def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A sample x~ ~ p(x~ | x), same shape as x."""
         if self.corruption == "gaussian":
-            return x + self.config.noise_level * draw(torch.randn, x.shape, generator, x.device)
-        flip = draw(torch.rand, x.shape, generator, x.device) < self.config.noise_level
+            return x + self.config.noise_level * draw(torch.randn, x.shape, generator, x.device, x.dtype)
+        flip = draw(torch.rand, x.shape, generator, x.device, x.dtype) < self.config.noise_level
         return torch.where(flip, 1 - x, x)
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:

@@ -79,7 +79,7 @@ class VAE(GenerativeModel):
 
     # --- the parts of the model ---------------------------------------------------------------
     def one_hot(self, y: Tensor | None) -> Tensor | None:
-        return None if y is None else F.one_hot(y, self.info.num_classes).float()
+        return None if y is None else F.one_hot(y, self.info.num_classes).to(self.dtype)
 
     def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """q(z | x [, y]) = N(mean, diag(exp(logvar))): (B, d), (B, d)."""
@@ -88,7 +88,7 @@ class VAE(GenerativeModel):
 
     def prior(self, batch_size: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """p(z [| y]) as (mean, logvar), each (B, d). Here N(0, I)."""
-        zeros = torch.zeros(batch_size, self.config.latent_dim, device=self.device)
+        zeros = torch.zeros(batch_size, self.config.latent_dim, device=self.device, dtype=self.dtype)
         return zeros, zeros
 
     def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
