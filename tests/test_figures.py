@@ -4,7 +4,6 @@ reconstruction), PNG files, and no side effects on the model's mode or torch's g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from genzoo.figures import (
     sample_grid,
     save_image_grid,
     save_loss_curves,
-    save_rows,
     write_run_figures,
 )
 

@@ -17,7 +17,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Normal
 

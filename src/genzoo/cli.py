@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
 import time
 import types
@@ -55,17 +57,29 @@ def parse_value(text: str, hint, name: str):
         raise ValueError(f"option {name}: cannot read {text!r} as {getattr(base, '__name__', base)}") from None
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = ()) -> None:
+FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^=]+=[^#]*#\s*(.+)$")
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The end-of-line comment of each field in a config dataclass and its bases: the help text."""
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            for line in inspect.getsource(klass).splitlines():
+                if match := FIELD_COMMENT.match(line):
+                    comments[match[1]] = match[2]
+    return comments
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> None:
     group = parser.add_argument_group(title)
-    hints = _field_types(cls)
+    hints, comments = _field_types(cls), field_comments(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        default = f.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         base, _ = _base_type(hints[f.name])
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=getattr(base, "__name__", "X").upper(),
-                           help=f"(default: {shown})")
+        help_text = f"{comments[f.name]} " if f.name in comments else ""
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                           metavar=getattr(base, "__name__", "X").upper(), help=f"{help_text}(default: {shown})")
 
 
 def collect_options(args: argparse.Namespace, cls, overrides: dict[str, str]) -> dict:

@@ -23,10 +23,8 @@ import contextlib
 import csv
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -34,6 +32,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
+
+from genzoo.checkpoint import atomic_write
 
 PAD_VALUE = 128  # mid-gray between cells
 MIN_CELL_PX = 56  # default scale makes each cell at least this many pixels on its long side
@@ -85,24 +85,10 @@ def image_grid(images: Tensor, nrow: int, padding: int = 2, scale: int | None = 
     return Image.fromarray(canvas[:, :, 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a temp file in ``path``'s folder, then ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write a PNG atomically (temp file in the same folder, then ``os.replace``); creates folders."""
-    return _atomic_write(path, lambda f: image.save(f, format="PNG"))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
 
 
 def save_image_grid(images: Tensor, path: str | os.PathLike, nrow: int, **kw) -> Path:
@@ -213,7 +199,8 @@ def save_loss_curves(csv_path: str | os.PathLike, out_path: str | os.PathLike) -
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("step")
-    return _atomic_write(out_path, lambda f: fig.savefig(f, format="png", dpi=100))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,10 +261,12 @@ def reconstructions(model: nn.Module, x: Tensor, y: Tensor | None = None) -> lis
 
 
 def latent_traversal(
-    model: nn.Module, x0: Tensor, y0: Tensor | int | None = None, dims: int = 10, steps: int = 9, span: float = 3.0
+    model: nn.Module, x0: Tensor, y0: Tensor | int | None = None, dims: int | Sequence[int] = 10, steps: int = 9,
+    span: float = 3.0
 ) -> list[Tensor]:
-    """One row per latent dimension d < dims: decode(z) with z = encode(x0) and z_d set to each of
-    linspace(-span, span, steps), the other coordinates held fixed ("latent perturbation").
+    """One row per latent dimension d (the first ``dims``, or those listed): decode(z) with
+    z = encode(x0) and z_d set to each of linspace(-span, span, steps), the other coordinates held
+    fixed ("latent perturbation").
 
     x0: one image (C, H, W) or (1, C, H, W); y0: its label (conditional models). Rows (steps, C, H, W).
     """
@@ -291,7 +280,7 @@ def latent_traversal(
         values = torch.linspace(-span, span, steps, device=device, dtype=flat.dtype)  # (steps,)
         ys = None if y is None else y.expand(steps)
         rows = []
-        for d in range(min(dims, flat.shape[1])):
+        for d in range(min(dims, flat.shape[1])) if isinstance(dims, int) else dims:
             z = flat.repeat(steps, 1)  # (steps, D)
             z[:, d] = values
             rows.append(_decode(model, z.reshape(steps, *z0.shape[1:]), ys))
@@ -348,6 +337,19 @@ def denoising_triples(model: nn.Module, x: Tensor, seed: int = 0, y: Tensor | No
         return [x.detach().float().cpu(), noisy.detach().float().cpu(), _decode(model, model.encode(noisy, y), y)]
 
 
+def most_active_dims(model: nn.Module, x: Tensor, y: Tensor | None, n: int) -> list[int]:
+    """The ``n`` latent dimensions whose posterior mean varies most over the batch x.
+
+    Cov_x(E_q[z_d]) is the activity measure of Burda et al. 2016; a VAE leaves many dimensions
+    inactive (their codes equal the prior whatever the input), and traversing those shows nothing.
+    """
+    with _evaluating(model):
+        x = x.to(_device(model))
+        codes = model.encode(x, _labels(model, y, len(x)))  # (B, latent_dim)
+        activity = codes.reshape(len(x), -1).var(0) if len(x) > 1 else codes.new_ones(codes[0].numel())
+        return activity.argsort(descending=True)[:n].tolist()
+
+
 def write_run_figures(
     model: nn.Module, x: Tensor, y: Tensor | None, out_dir: str | os.PathLike, seed: int = 0
 ) -> list[Path]:
@@ -363,8 +365,9 @@ def write_run_figures(
     if hasattr(model, "encode") and hasattr(model, "decode"):
         xs, ys = x[:16], None if y is None else y[:16]
         paths.append(save_rows(reconstructions(model, xs, ys), out_dir / "reconstructions.png", ["data", "recon"]))
-        rows = latent_traversal(model, x[0], None if y is None else y[0])
-        paths.append(save_rows(rows, out_dir / "latent_traversal.png", [f"z{d}" for d in range(len(rows))]))
+        dims = most_active_dims(model, x, y, 10)
+        rows = latent_traversal(model, x[0], None if y is None else y[0], dims=dims)
+        paths.append(save_rows(rows, out_dir / "latent_traversal.png", [f"z{d}" for d in dims]))
         pairs = min(4, len(x) // 2)
         if pairs:
             ya = yb = None

@@ -43,19 +43,19 @@ LOG_FILE = "log.csv"
 
 @dataclass
 class TrainConfig:
-    data: str = "digits"
-    data_root: str | None = None
+    data: str = "digits"  # dataset name (genzoo list)
+    data_root: str | None = None  # directory with the dataset files (default: a cache, downloading)
     epochs: int | None = None  # None: the dataset's default
     max_steps: int | None = None  # stop after this many optimizer steps instead
     batch_size: int = 128  # per process
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    lr: float = 1e-3  # AdamW learning rate
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
     lr_schedule: str = "constant"  # "constant" | "cosine" | "linear" decay to 0, after warm-up
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear learning-rate warm-up
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 = off
-    seed: int = 0
+    seed: int = 0  # initial weights, data order and noise
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; evaluation always runs in fp32)
     log_every: int = 50  # steps between log rows
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch

@@ -31,8 +31,8 @@ from genzoo.networks import ImageDecoder, ImageEncoder, check_architecture
 class AutoencoderConfig(ModelConfig):
     """The encoder/decoder networks shared by the autoencoder family."""
 
-    latent_dim: int = 16
-    hidden_dim: int = 512
+    latent_dim: int = 16  # dimensions of z
+    hidden_dim: int = 512  # width of the hidden layers
     num_hidden_layers: int = 2  # per MLP encoder/decoder
     architecture: str = "mlp"  # "mlp" | "conv"
     channels: int = 32  # first conv layer's channels (architecture="conv")
@@ -52,7 +52,7 @@ class AutoencoderConfig(ModelConfig):
 class AEConfig(AutoencoderConfig):
     reconstruction: str = "bce"  # "bce" (cross-entropy against [0, 1] pixels) | "mse"
     latent_sampler: str = "gmm"  # "prior": z ~ N(0, I) | "gmm": mixture fitted to the training codes
-    gmm_components: int = 10
+    gmm_components: int = 10  # components of the latent mixture
 
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
