@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState
 from torch import Tensor, nn
 
 try:
@@ -123,7 +124,8 @@ def build_genzoo(info: DataInfo, args: argparse.Namespace) -> nn.Module:
 # --- 0. the objectives agree --------------------------------------------------------------------
 def check_matched(info: DataInfo, x: Tensor, args: argparse.Namespace) -> dict:
     """Same weights, same noise: the two batch losses must agree. Returns both and the sizes."""
-    ours, theirs = build_genzoo(info, args), build_pythae(args.hidden_dim, args.latent_dim)
+    ours = build_genzoo(info, args).to(x.device)
+    theirs = build_pythae(args.hidden_dim, args.latent_dim).to(x.device)
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
     if n_ours != n_theirs:
@@ -145,7 +147,8 @@ def step_rates(info: DataInfo, x: Tensor, args: argparse.Namespace) -> dict[str,
     """Examples/s of each library's step, one value per block; blocks alternate between libraries."""
     batches = x[: len(x) // args.batch_size * args.batch_size].split(args.batch_size)  # (B, 1, 28, 28) each
     torch.manual_seed(0)
-    ours, theirs = build_genzoo(info, args).train(), build_pythae(args.hidden_dim, args.latent_dim).train()
+    ours = build_genzoo(info, args).to(x.device).train()
+    theirs = build_pythae(args.hidden_dim, args.latent_dim).to(x.device).train()
     steps = {
         "genzoo": (ours, torch.optim.Adam(ours.parameters(), lr=LR),
                    lambda model, xb: model.loss(xb)["loss"].mean()),
@@ -181,6 +184,9 @@ def step_rates(info: DataInfo, x: Tensor, args: argparse.Namespace) -> dict[str,
 def run_genzoo_trainer(args: argparse.Namespace, precision: str) -> float:
     """Seconds for genzoo's ``train`` over ``epochs x examples`` examples (it draws from the full split)."""
     max_steps = args.epochs * (args.examples // args.batch_size)
+    # accelerate keeps one mixed-precision setting per process and refuses to change it; forget it
+    # so that fp32 and bf16 runs can alternate here (accelerate's own tests reset it the same way)
+    AcceleratorState._reset_state()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         train("vae", Path(tmp) / "run", genzoo_config(args), data="binarized_mnist", data_root=str(args.data_root),
@@ -260,8 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--examples {args.examples} exceeds the {len(split):,} training images")
     x = prepare(split.images[: args.examples], info, "binary", train=True)  # (N, 1, 28, 28) float32 in {0, 1}
 
-    matched = check_matched(info, x[: args.batch_size], args)
-    rates = step_rates(info, x, args)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where both trainers run
+    matched = check_matched(info, x[: args.batch_size].to(device), args)
+    rates = step_rates(info, x.to(device), args)
     step = {name: statistics.median(values) for name, values in rates.items()}
     seconds = trainer_seconds(x, args)
     trained = args.epochs * (args.examples // args.batch_size) * args.batch_size  # both drop no example
@@ -281,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "hidden_dim": args.hidden_dim,
         "latent_dim": args.latent_dim, "examples": args.examples, "epochs": args.epochs, "rounds": args.rounds,
         "steps": args.steps, "warmup": args.warmup, "trainer_runs": args.trainer_runs, "precision": args.precision,
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
+        "device": device, "torch": torch.__version__,
         "pythae": importlib.metadata.version("pythae"), "genzoo": importlib.metadata.version("genzoo"),
         "parameters": matched["parameters"],
     }

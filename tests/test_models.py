@@ -304,3 +304,21 @@ def test_ae_prior_sampler_decodes_standard_normal_codes(monkeypatch):
     codes = model.sample(20_000, generator=gen(6)).double()
     assert torch.all(codes.mean(0).abs() < 5 / math.sqrt(20_000))
     torch.testing.assert_close(torch.cov(codes.T), torch.eye(3, dtype=torch.float64), rtol=0, atol=0.05)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_images_of_the_wrong_shape_or_with_nan_pixels_are_refused(name):
+    info = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
+    model = build_model(name, info, {"hidden_dim": 16, "latent_dim": 2})
+    y = torch.zeros(4, dtype=torch.long) if model.conditional else None
+    with pytest.raises(ValueError, match=r"built for images of shape \(B, 1, 8, 8\).*got \(4, 1, 28, 28\)"):
+        model.loss(torch.rand(4, 1, 28, 28), y)
+    with pytest.raises(ValueError, match=r"got \(4, 64\)"):
+        model.encode(torch.rand(4, 64), y)
+    x = torch.rand(4, 1, 8, 8)
+    x[2, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="input images contains NaN or infinite values"):
+        model.loss(x, y)
+    if name != "ae":
+        with pytest.raises(ValueError, match="NaN"):
+            model.log_likelihood(x, y, num_samples=2)

@@ -140,7 +140,8 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int) -> None:
     model, out = trainer.final_model.eval(), trainer.out
     info, test = load_split(trainer.config.data, "test", trainer.config.data_root)
     metrics = {"model": trainer.model_name, "data": trainer.config.data, "train_steps": summary["steps"],
-               "train_epochs": summary["epochs"], "final_train_terms": summary["last"]}
+               "train_epochs": summary["epochs"], "train_seconds": summary["seconds"],
+               "final_train_terms": summary["last"]}
     if iw_samples > 0:
         metrics.update(likelihood_metrics(model, test, info, iw_samples=iw_samples))
     checkpoint.write_json(out / "metrics.json", metrics)

@@ -211,6 +211,7 @@ class Trainer:
                         desc=f"{self.model_name} on {config.data}", dynamic_ncols=True,
                         mininterval=0.5 if sys.stderr.isatty() else 30)
         tick, examples, first_step = time.perf_counter(), 0, self.step
+        started = tick
         while self.step < self.total_steps:
             epoch, batch_index = divmod(self.step, self.steps_per_epoch)
             if batch_index == 0 or self.step == first_step:
@@ -255,7 +256,8 @@ class Trainer:
             x, split, _ = heldout_inputs(self.train_split, self.info, self.unwrapped.input_kind)
             self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
             self.save_state()
-        return {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row}
+        return {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
+                "seconds": time.perf_counter() - started}
 
     def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], phase: str) -> None:
         if torch.isfinite(loss):

@@ -28,7 +28,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from genzoo.data import DataInfo
+from genzoo.data import DataInfo, check_finite
 
 LikelihoodKind = Literal["exact", "lower_bound", "unavailable"]
 InputKind = Literal["binary", "discrete", "continuous"]
@@ -138,8 +138,7 @@ class GenerativeModel(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.info.shape:
             raise ValueError(f"{self.name} was built for images of shape (B, {', '.join(map(str, self.info.shape))}) "
                              f"({self.info.name}), got {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{self.name}: the input images contain NaN or infinite values")
+        check_finite(x, f"{self.name}: the input images")
 
     def check_labels(self, y: Tensor | None, n: int) -> Tensor | None:
         """Validate labels for a conditional model; return None for unconditional ones."""
