@@ -48,7 +48,6 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState
 from torch import Tensor, nn
 
 try:
@@ -184,9 +183,6 @@ def step_rates(info: DataInfo, x: Tensor, args: argparse.Namespace) -> dict[str,
 def run_genzoo_trainer(args: argparse.Namespace, precision: str) -> float:
     """Seconds for genzoo's ``train`` over ``epochs x examples`` examples (it draws from the full split)."""
     max_steps = args.epochs * (args.examples // args.batch_size)
-    # accelerate keeps one mixed-precision setting per process and refuses to change it; forget it
-    # so that fp32 and bf16 runs can alternate here (accelerate's own tests reset it the same way)
-    AcceleratorState._reset_state()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         train("vae", Path(tmp) / "run", genzoo_config(args), data="binarized_mnist", data_root=str(args.data_root),
@@ -231,8 +227,10 @@ def table(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="directory with binarized_mnist_train.amat[.gz]")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                   help="directory with binarized_mnist_train.amat[.gz]")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--hidden-dim", type=int, default=512)
@@ -264,18 +262,19 @@ def main(argv: list[str] | None = None) -> dict:
     info, split = load_split("binarized_mnist", "train", str(args.data_root), download=False)
     if args.examples > len(split):
         raise SystemExit(f"--examples {args.examples} exceeds the {len(split):,} training images")
-    x = prepare(split.images[: args.examples], info, "binary", train=True)  # (N, 1, 28, 28) float32 in {0, 1}
+    n = args.examples // args.batch_size * args.batch_size  # whole batches: neither side trains a partial one
+    x = prepare(split.images[:n], info, "binary", train=True)  # (n, 1, 28, 28) float32 in {0, 1}
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where both trainers run
     matched = check_matched(info, x[: args.batch_size].to(device), args)
     rates = step_rates(info, x.to(device), args)
     step = {name: statistics.median(values) for name, values in rates.items()}
     seconds = trainer_seconds(x, args)
-    trained = args.epochs * (args.examples // args.batch_size) * args.batch_size  # both drop no example
-    trainer = {name: trained / s for name, s in seconds.items()}
+    trainer = {name: args.epochs * n / s for name, s in seconds.items()}
 
     rows = [
-        {"library": "genzoo", "measurement": "step", "examples_per_s": step["genzoo"], "ratio": step["genzoo"] / step["pythae"]},
+        {"library": "genzoo", "measurement": "step", "examples_per_s": step["genzoo"],
+         "ratio": step["genzoo"] / step["pythae"]},
         {"library": "pythae", "measurement": "step", "examples_per_s": step["pythae"], "ratio": None},
         {"library": "genzoo", "measurement": "trainer", "examples_per_s": trainer["genzoo"],
          "ratio": trainer["genzoo"] / trainer["pythae"]},

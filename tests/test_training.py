@@ -185,3 +185,12 @@ def test_two_processes_train_on_disjoint_shards_and_only_the_main_process_writes
     assert len(rows) == 3  # one header and two rows: only one process wrote the log
     assert result.stdout.count("trained vae on digits") == 1  # and only one reported
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_bf16_and_fp32_runs_share_one_process(tmp_path):
+    # bf16 autocast is per run, not accelerate's process-wide setting: both precisions train here
+    _, bf16 = train("vae", tmp_path / "bf16", TINY, max_steps=3, batch_size=64, precision="bf16")
+    _, fp32 = train("vae", tmp_path / "fp32", TINY, max_steps=3, batch_size=64, precision="fp32")
+    assert bf16["last"]["loss"] != fp32["last"]["loss"]  # bf16 rounding changed the numbers...
+    assert bf16["last"]["loss"] == pytest.approx(fp32["last"]["loss"], rel=0.02)  # ...but not the model
+    assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())  # weights stay fp32

@@ -1,7 +1,7 @@
 """One training loop for every model, on top of Hugging Face accelerate.
 
 The same code runs on a CPU, one GPU, or many processes (``accelerate launch``): accelerate
-places the model, wraps it for distributed data parallelism, and applies mixed precision.
+places the model and wraps it for distributed data parallelism; bf16 runs under ``torch.autocast``.
 Each process takes its own shard of every epoch's permutation (``epoch_shard``); gradients are
 averaged across processes, so the effective batch is ``batch_size x num_processes``.
 
@@ -145,8 +145,7 @@ class Trainer:
         # (accelerate's own `--cpu` launcher starts several processes only through MPI; without it,
         # `accelerate launch --multi_gpu --num_processes N` or torchrun start them, and land here.)
         cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-        self.accelerator = Accelerator(mixed_precision="bf16" if config.precision == "bf16" else "no",
-                                       cpu=cpu_processes)
+        self.accelerator = Accelerator(cpu=cpu_processes)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
 
@@ -193,6 +192,15 @@ class Trainer:
             checkpoint.write_run_config(self.out, model_name, self.unwrapped.config, self.info,
                                         dataclasses.asdict(config))
 
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast when asked for (no loss scaling is needed for bf16), else a no-op.
+
+        Done here rather than through accelerate's process-wide mixed-precision setting, so that
+        one Python process can train several models at different precisions.
+        """
+        return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.precision == "bf16")
+
     @property
     def unwrapped(self) -> GenerativeModel:
         return self.accelerator.unwrap_model(self.model)
@@ -224,7 +232,8 @@ class Trainer:
 
             for phase, optimizer, scheduler in zip(self.phases, self.optimizers, self.schedulers):
                 for _ in range(phase.updates_per_step):
-                    terms = model(x, y, phase=phase.name, step=self.step)
+                    with self.autocast():
+                        terms = model(x, y, phase=phase.name, step=self.step)
                     loss = terms["loss"].float().mean()
                     self.check_finite(loss, terms, phase.name)
                     optimizer.zero_grad(set_to_none=True)
