@@ -15,7 +15,7 @@ import torch
 from genzoo import checkpoint
 from genzoo.checkpoint import CheckpointError, load_run, read_tensors
 from genzoo.data import load_split
-from genzoo.evaluate import heldout_inputs
+from genzoo.evaluate import fixed_inputs
 from genzoo.models.vae import VAE
 from genzoo.training import TrainConfig, Trainer, TrainingDiverged, epoch_shard, lr_factor, train
 
@@ -140,7 +140,7 @@ def test_save_load_gives_the_same_outputs(tmp_path):
     loaded, config = load_run(tmp_path / "run")
     original = trainer.final_model.eval()
     info, split = load_split("digits", "test")
-    x, split, _ = heldout_inputs(split.subset(16), info, loaded.input_kind)
+    x, split, _ = fixed_inputs(split.subset(16), info, loaded.input_kind)
     a = original.log_likelihood(x, split.labels, num_samples=20, generator=torch.Generator().manual_seed(1)).value
     b = loaded.log_likelihood(x, split.labels, num_samples=20, generator=torch.Generator().manual_seed(1)).value
     torch.testing.assert_close(a, b, rtol=0, atol=0)

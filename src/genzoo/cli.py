@@ -20,7 +20,7 @@ from pathlib import Path
 
 from genzoo import checkpoint, figures
 from genzoo.data import SPLITS, list_datasets, load_split
-from genzoo.evaluate import format_metrics, heldout_inputs, likelihood_metrics
+from genzoo.evaluate import fixed_inputs, format_metrics, likelihood_metrics
 from genzoo.models import MODELS, model_class
 from genzoo.training import OutputExists, TrainConfig, Trainer, TrainingDiverged
 
@@ -145,7 +145,7 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int) -> None:
     if iw_samples > 0:
         metrics.update(likelihood_metrics(model, test, info, iw_samples=iw_samples))
     checkpoint.write_json(out / "metrics.json", metrics)
-    x, split, _ = heldout_inputs(test, info, model.input_kind, limit=32)
+    x, split, _ = fixed_inputs(test, info, model.input_kind, limit=32)
     written = figures.write_run_figures(model, x.to(model.device),
                                         None if split.labels is None else split.labels.to(model.device), out)
     curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")

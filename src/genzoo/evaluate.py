@@ -1,6 +1,6 @@
 """Evaluation as pure functions of a model and a split: likelihood bounds in nats and bits/dim.
 
-The one place where the data's discretisation enters the numbers: ``heldout_inputs`` turns a
+The one place where the data's discretisation enters the numbers: ``fixed_inputs`` turns a
 split into the representation the model's likelihood is defined on (statically binarised, or
 dequantised with a fixed seed), and ``likelihood_metrics`` adds ``nats_offset`` for continuous
 densities on discrete data before converting to bits/dim.
@@ -17,7 +17,7 @@ from genzoo.models.base import GenerativeModel
 DEQUANTIZATION_SEED = 0  # held-out data is dequantised with this fixed seed
 
 
-def heldout_inputs(split: Split, info: DataInfo, kind: str, limit: int | None = None) -> tuple[Tensor, Split, DataInfo]:
+def fixed_inputs(split: Split, info: DataInfo, kind: str, limit: int | None = None) -> tuple[Tensor, Split, DataInfo]:
     """Deterministic model inputs for a split: (inputs (N, C, H, W), split, info as seen).
 
     8-bit data for a binary likelihood is statically binarised as a whole split, before any
@@ -50,7 +50,7 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, iw_
     """
     was_training = model.training
     model.eval()
-    x, split, seen_info = heldout_inputs(split, info, model.input_kind, limit)
+    x, split, seen_info = fixed_inputs(split, info, model.input_kind, limit)
     device = model.device
     generator = torch.Generator(device).manual_seed(seed)
     offset = nats_offset(seen_info, model.input_kind)

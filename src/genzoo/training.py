@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from genzoo import checkpoint
 from genzoo.data import DATASETS, load_split, prepare
-from genzoo.evaluate import batches, heldout_inputs
+from genzoo.evaluate import batches, fixed_inputs
 from genzoo.models import build_model
 from genzoo.models.base import GenerativeModel, ModelConfig
 
@@ -188,7 +188,7 @@ class Trainer:
         self.step = 0
         if resume:
             self.load_state()
-        elif self.is_main:
+        if self.is_main:  # on resume too: the length of training may have changed
             checkpoint.write_run_config(self.out, model_name, self.unwrapped.config, self.info,
                                         dataclasses.asdict(config))
 
@@ -262,7 +262,7 @@ class Trainer:
         progress.close()
 
         if hasattr(self.unwrapped, "fit_after_training"):
-            x, split, _ = heldout_inputs(self.train_split, self.info, self.unwrapped.input_kind)
+            x, split, _ = fixed_inputs(self.train_split, self.info, self.unwrapped.input_kind)
             self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
             self.save_state()
         return {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
