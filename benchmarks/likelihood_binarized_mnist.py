@@ -21,12 +21,12 @@ from genzoo.cli import main as genzoo
 RECIPES: dict[str, list[str]] = {
     # ~10 CPU-minutes on 2 cores
     "vae-short": ["vae", "--epochs", "20", "--batch-size", "100", "--latent-dim", "32", "--lr-schedule", "cosine"],
-    "iwae-short": ["iwae", "--epochs", "3", "--batch-size", "100", "--hidden-dim", "200", "--latent-dim", "50",
+    "iwae-short": ["iwae", "--epochs", "4", "--batch-size", "100", "--hidden-dim", "200", "--latent-dim", "50",
                    "--set", "k=50", "--precision", "bf16", "--lr-schedule", "cosine"],
     # longer budgets
     "vae-long": ["vae", "--epochs", "80", "--batch-size", "100", "--latent-dim", "32", "--lr-schedule", "cosine"],
-    "iwae-long": ["iwae", "--epochs", "12", "--batch-size", "100", "--hidden-dim", "200", "--latent-dim", "50",
-                  "--set", "k=50", "--precision", "bf16", "--lr-schedule", "cosine"],
+    "iwae-long": ["iwae", "--epochs", "35", "--batch-size", "100", "--hidden-dim", "200", "--latent-dim", "50",
+                  "--set", "k=50", "--lr-schedule", "cosine"],
 }
 
 

@@ -1,11 +1,28 @@
-"""genzoo: deep generative models side by side, on one data layer, one trainer and honest metrics."""
+"""genzoo: deep generative models side by side, on one data layer, one trainer and honest metrics.
 
-from genzoo.checkpoint import load_run
-from genzoo.data import DataInfo, list_datasets, load_split
-from genzoo.evaluate import likelihood_metrics
-from genzoo.models import MODELS, build_model
-from genzoo.training import TrainConfig, Trainer, train
+The public API is imported lazily (PEP 562), so that ``genzoo list`` and ``--help`` start fast.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["MODELS", "DataInfo", "TrainConfig", "Trainer", "build_model", "likelihood_metrics", "list_datasets",
-           "load_run", "load_split", "train"]
+
+_API = {
+    "load_run": "genzoo.checkpoint",
+    "DataInfo": "genzoo.data",
+    "list_datasets": "genzoo.data",
+    "load_split": "genzoo.data",
+    "likelihood_metrics": "genzoo.evaluate",
+    "MODELS": "genzoo.models",
+    "build_model": "genzoo.models",
+    "TrainConfig": "genzoo.training",
+    "Trainer": "genzoo.training",
+    "train": "genzoo.training",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'genzoo' has no attribute {name!r}")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from genzoo.data import DataInfo
@@ -97,6 +96,7 @@ class AutoEncoder(GenerativeModel):
     @torch.no_grad()
     def fit_after_training(self, batches: Iterable[tuple[Tensor, Tensor | None]]) -> None:
         """Fit the latent Gaussian mixture to the codes of the training data."""
+        from sklearn.mixture import GaussianMixture  # imported here: scikit-learn is slow to import
         codes = torch.cat([self.encode(x) for x, _ in batches]).double().cpu().numpy()
         gmm = GaussianMixture(self.config.gmm_components, covariance_type="full", reg_covar=1e-4, random_state=0)
         gmm.fit(codes)
