@@ -25,8 +25,8 @@ RECIPES: dict[str, list[str]] = {
                    "--set", "k=50", "--precision", "bf16", "--lr-schedule", "cosine"],
     # longer budgets
     "vae-long": ["vae", "--epochs", "80", "--batch-size", "100", "--latent-dim", "32", "--lr-schedule", "cosine"],
-    "iwae-long": ["iwae", "--epochs", "35", "--batch-size", "100", "--hidden-dim", "200", "--latent-dim", "50",
-                  "--set", "k=50", "--lr-schedule", "cosine"],
+    "iwae-long": ["iwae", "--epochs", "45", "--batch-size", "100", "--hidden-dim", "200", "--latent-dim", "50",
+                  "--set", "k=50", "--precision", "bf16", "--lr-schedule", "cosine"],
 }
 
 

@@ -143,7 +143,7 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int) -> None:
                "train_epochs": summary["epochs"], "train_seconds": summary["seconds"],
                "final_train_terms": summary["last"]}
     if iw_samples > 0:
-        metrics.update(likelihood_metrics(model, test, info, iw_samples=iw_samples))
+        metrics.update(likelihood_metrics(model, test, info, iw_samples=iw_samples, progress=True))
     checkpoint.write_json(out / "metrics.json", metrics)
     x, split, _ = fixed_inputs(test, info, model.input_kind, limit=32)
     written = figures.write_run_figures(model, x.to(model.device),
@@ -163,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if model.conditional and split.labels is None:
         raise ValueError(f"{config['model']} is conditional and the {args.split} split has no labels")
     metrics = likelihood_metrics(model, split, info, iw_samples=args.iw_samples, batch_size=args.batch_size,
-                                 seed=args.seed, limit=args.limit)
+                                 seed=args.seed, limit=args.limit, progress=True)
     metrics["run_dir"] = str(args.run_dir)
     name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
     checkpoint.write_json(Path(args.run_dir) / name, metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from genzoo.data import DataInfo, Split, bits_per_dim, nats_offset, prepare, static_binarize
 from genzoo.models.base import GenerativeModel
@@ -40,10 +41,12 @@ def batches(x: Tensor, y: Tensor | None, batch_size: int):
 
 @torch.no_grad()
 def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, iw_samples: int = 1000,
-                       batch_size: int = 100, seed: int = 0, limit: int | None = None) -> dict:
+                       batch_size: int = 100, seed: int = 0, limit: int | None = None,
+                       progress: bool = False) -> dict:
     """Negative ELBO and importance-sampled NLL of ``split`` under ``model``, per example.
 
     ``limit`` evaluates a fixed random subset (see ``Split.subset``), which the result says.
+    ``progress`` shows a progress bar on stderr.
     Returns nats and bits/dim for each bound the model has, with ``None`` for what it lacks,
     and says which split, how many examples and which data representation were used. Runs in
     fp32 and in batches, so memory is bounded by ``batch_size`` x the model's own chunking.
@@ -56,7 +59,8 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, iw_
     offset = nats_offset(seen_info, model.input_kind)
     totals = {"elbo": 0.0, "iw": 0.0}
     kind, reason = "unavailable", ""
-    for xb, yb in batches(x, split.labels, batch_size):
+    for xb, yb in tqdm(batches(x, split.labels, batch_size), total=-(-len(x) // batch_size), disable=not progress,
+                       desc=f"evaluating on {split.split}", leave=False):
         xb = xb.to(device)
         yb = None if yb is None or not model.conditional else yb.to(device)
         elbo = model.log_likelihood(xb, yb, num_samples=1, generator=generator)
