@@ -8,6 +8,8 @@ densities on discrete data before converting to bits/dim.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -16,6 +18,11 @@ from genzoo.data import DataInfo, Split, bits_per_dim, nats_offset, prepare, sta
 from genzoo.models.base import GenerativeModel
 
 DEQUANTIZATION_SEED = 0  # held-out data is dequantised with this fixed seed
+
+
+def progress_interval() -> float:
+    """Seconds between progress-bar refreshes: live on a terminal, sparse in a log file."""
+    return 0.5 if sys.stderr.isatty() else 30.0
 
 
 def fixed_inputs(split: Split, info: DataInfo, kind: str, limit: int | None = None) -> tuple[Tensor, Split, DataInfo]:
@@ -60,7 +67,7 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, iw_
     totals = {"elbo": 0.0, "iw": 0.0}
     kind, reason = "unavailable", ""
     for xb, yb in tqdm(batches(x, split.labels, batch_size), total=-(-len(x) // batch_size), disable=not progress,
-                       desc=f"evaluating on {split.split}", leave=False):
+                       desc=f"evaluating on {split.split}", leave=False, mininterval=progress_interval()):
         xb = xb.to(device)
         yb = None if yb is None or not model.conditional else yb.to(device)
         elbo = model.log_likelihood(xb, yb, num_samples=1, generator=generator)

@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 
 from genzoo import checkpoint
 from genzoo.data import DATASETS, load_split, prepare
-from genzoo.evaluate import batches, fixed_inputs
+from genzoo.evaluate import batches, fixed_inputs, progress_interval
 from genzoo.models import build_model
 from genzoo.models.base import GenerativeModel, ModelConfig
 
@@ -219,7 +218,7 @@ class Trainer:
         log = RunningLog(self.out / LOG_FILE, enabled=self.is_main)
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main,
                         desc=f"{self.model_name} on {config.data}", dynamic_ncols=True,
-                        mininterval=0.5 if sys.stderr.isatty() else 30)
+                        mininterval=progress_interval())
         tick, examples, first_step = time.perf_counter(), 0, self.step
         started = tick
         while self.step < self.total_steps:
