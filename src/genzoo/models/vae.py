@@ -118,13 +118,14 @@ class VAE(GenerativeModel):
         return self.likelihood.mean(self.decoder_params(z, self.check_labels(y, z.shape[0])))
 
     # --- objective -----------------------------------------------------------------------------
-    def elbo_terms(self, x: Tensor, y: Tensor | None = None, encoder_input: Tensor | None = None) -> dict[str, Tensor]:
+    def elbo_terms(self, x: Tensor, y: Tensor | None = None, encoder_input: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """-E_q[log p(x|z)] (one sample) and KL(q(z|.) || p(z)) (closed form), each (B,).
 
         ``encoder_input`` replaces x as the input of q (the denoising VAE encodes a corrupted x).
         """
         mean, logvar = self.posterior(x if encoder_input is None else encoder_input, y)
-        z = reparameterize(mean, logvar)  # (B, d), differentiable in mean and logvar
+        z = reparameterize(mean, logvar, generator=generator)  # (B, d), differentiable in mean and logvar
         recon = -self.log_px_given_z(x, z, y)  # 1. reconstruction
         kl = gaussian_kl(mean, logvar, *self.prior(x.shape[0], y))  # 2. prior matching
         return {"recon": recon, "kl": kl}
@@ -161,9 +162,8 @@ class VAE(GenerativeModel):
         self.check_input(x)
         y = self.check_labels(y, x.shape[0])
         if num_samples == 1:
-            mean, logvar = self.posterior(x, y)
-            z = reparameterize(mean, logvar, generator=generator)
-            elbo = self.log_px_given_z(x, z, y) - gaussian_kl(mean, logvar, *self.prior(x.shape[0], y))
+            terms = self.elbo_terms(x, y, generator=generator)
+            elbo = -(terms["recon"] + terms["kl"])
             return LogLikelihood(elbo, "lower_bound", "ELBO: one sample of z, closed-form KL")
         # log (1/K) sum_k w_k, accumulating sum_k w_k over chunks of importance samples
         chunk_sums = [
