@@ -28,10 +28,6 @@ DEFAULT_EVAL_IW_SAMPLES = 100  # after training; `genzoo eval` takes --iw-sample
 
 
 # --- flags from dataclass fields ---------------------------------------------------------------
-def _field_types(cls) -> dict[str, object]:
-    return typing.get_type_hints(cls)
-
-
 def _base_type(hint) -> tuple[type, bool]:
     """(the scalar or tuple type of a hint, whether None is allowed)."""
     args = typing.get_args(hint)
@@ -73,7 +69,7 @@ def field_comments(cls) -> dict[str, str]:
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> None:
     group = parser.add_argument_group(title)
-    hints, comments = _field_types(cls), field_comments(cls)
+    hints, comments = typing.get_type_hints(cls), field_comments(cls)
     for f in dataclasses.fields(cls):
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         base, _ = _base_type(hints[f.name])
@@ -84,7 +80,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> Non
 
 def collect_options(args: argparse.Namespace, cls, overrides: dict[str, str]) -> dict:
     """Field values given on the command line (flags and --set), parsed to their types."""
-    hints = _field_types(cls)
+    hints = typing.get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         text = overrides.pop(f.name, None)

@@ -321,7 +321,7 @@ class RunningLog:
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor] = {}  # kept as tensors: no device sync per step
         self.counts: dict[str, int] = {}
         self.last_row: dict[str, float] = {}
         self.writer = None
@@ -335,11 +335,11 @@ class RunningLog:
     def add(self, phase: str, terms: dict[str, torch.Tensor]) -> None:
         for name, value in terms.items():
             key = name if phase == "model" else f"{phase}/{name}"
-            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float().mean().item()
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float().mean()
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def flush(self, step: int, epoch: int, **extra: float) -> dict[str, float]:
-        row = {"step": step, "epoch": epoch, **{k: self.sums[k] / self.counts[k] for k in self.sums}, **extra}
+        row = {"step": step, "epoch": epoch, **{k: self.sums[k].item() / self.counts[k] for k in self.sums}, **extra}
         self.sums, self.counts, self.last_row = {}, {}, row
         if not self.enabled:
             return row
