@@ -33,12 +33,15 @@ def assert_same_weights(run_a: Path, run_b: Path) -> None:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
 
 
-def test_resume_gives_the_same_weights_as_one_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_resume_gives_the_same_weights_as_one_uninterrupted_run(tmp_path, architecture):
     # 2N steps in one go vs N steps, stop, resume for N more; N crosses an epoch boundary
-    # (1257 digits / batch 64 = 19 steps per epoch).
+    # (1257 digits / batch 64 = 19 steps per epoch). The conv case checks that the optimizer
+    # state regains the channels_last layout of its parameters (the fused kernel needs it).
     n = 25
-    train("vae", tmp_path / "straight", TINY, max_steps=2 * n, batch_size=64, log_every=10)
-    train("vae", tmp_path / "resumed", TINY, max_steps=n, batch_size=64, log_every=10)
+    config = {**TINY, "architecture": architecture, "channels": 4}
+    train("vae", tmp_path / "straight", config, max_steps=2 * n, batch_size=64, log_every=10)
+    train("vae", tmp_path / "resumed", config, max_steps=n, batch_size=64, log_every=10)
     _, summary = train("vae", tmp_path / "resumed", resume=True, max_steps=2 * n)
     assert summary["steps"] == 2 * n
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
@@ -166,14 +169,15 @@ def test_an_existing_output_directory_is_refused(tmp_path):
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
 
 
-def test_two_processes_train_on_disjoint_shards_and_only_the_main_process_writes(tmp_path):
+@pytest.mark.parametrize("model", ["vae", "gan"])  # gan: two players, each update leaves the other's gradients unused
+def test_two_processes_train_on_disjoint_shards_and_only_the_main_process_writes(tmp_path, model):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         # accelerate's --cpu launcher needs MPI for several processes; --multi_gpu starts them with
         # torch.distributed, and on this GPU-less machine genzoo runs them on the CPU with gloo.
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genzoo", "train", "vae", "--out", str(out),
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genzoo", "train", model, "--out", str(out),
          "--max-steps", "6", "--batch-size", "32", "--hidden-dim", "16", "--latent-dim", "2", "--log-every", "3",
          "--eval-iw-samples", "2"],
         capture_output=True, text=True, env=env, timeout=240,
@@ -183,7 +187,7 @@ def test_two_processes_train_on_disjoint_shards_and_only_the_main_process_writes
     assert meta["world_size"] == 2 and meta["step"] == 6
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 3  # one header and two rows: only one process wrote the log
-    assert result.stdout.count("trained vae on digits") == 1  # and only one reported
+    assert result.stdout.count(f"trained {model} on digits") == 1  # and only one reported
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
 
 
@@ -194,3 +198,74 @@ def test_bf16_and_fp32_runs_share_one_process(tmp_path):
     assert bf16["last"]["loss"] != fp32["last"]["loss"]  # bf16 rounding changed the numbers...
     assert bf16["last"]["loss"] == pytest.approx(fp32["last"]["loss"], rel=0.02)  # ...but not the model
     assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())  # weights stay fp32
+
+
+# --- multi-player models: fresh batches, warnings, samples over training, training defaults -------
+class TwoPlayers(VAE):
+    """A VAE with a second "critic" phase of three updates that records the batches it sees."""
+
+    name = "two-players"
+    training_defaults = {"batch_size": 32}
+    seen: list[torch.Tensor] = []
+
+    def phases(self):
+        from genzoo.models.base import Phase
+        critic = list(self.encoder.parameters())
+        others = [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+        return [Phase("critic", critic, updates_per_step=3), Phase("model", others)]
+
+    def loss(self, x, y=None, phase="model", step=None):
+        if phase == "critic":
+            TwoPlayers.seen.append(x.detach().clone())
+            terms = super().loss(x, y, "model", step)
+            return {"loss": terms["loss"], "d_real": torch.full_like(terms["loss"], 0.999)}
+        return super().loss(x, y, phase, step)
+
+    def training_warnings(self, row):
+        return ["the critic wins outright" + (f" (D(x)={row['critic/d_real']:.3f})" if row["critic/d_real"] > 0.99 else "")] \
+            if row["critic/d_real"] > 0.99 else []
+
+
+@pytest.fixture
+def two_players(monkeypatch):
+    from genzoo import models
+    monkeypatch.setitem(models.MODELS, TwoPlayers.name, TwoPlayers)
+    TwoPlayers.seen = []
+    return TwoPlayers
+
+
+def test_extra_updates_of_a_player_see_fresh_batches_and_resume_stays_exact(tmp_path, two_players):
+    train("two-players", tmp_path / "straight", TINY, max_steps=6, log_every=2)
+    seen = two_players.seen
+    assert len(seen) == 18 and all(len(x) == 32 for x in seen)  # the model's training default batch size
+    for step in range(6):
+        first, second, third = seen[3 * step: 3 * step + 3]
+        assert not torch.equal(first, second) and not torch.equal(second, third)
+    train("two-players", tmp_path / "resumed", TINY, max_steps=3, log_every=2)
+    train("two-players", tmp_path / "resumed", resume=True, max_steps=6)
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_a_persistent_symptom_is_reported_once_with_its_step(tmp_path, two_players, capsys):
+    _, summary = train("two-players", tmp_path / "run", TINY, max_steps=12, log_every=2)
+    # the message carries a changing number; it still counts as the same symptom
+    assert len(summary["warnings"]) == 1
+    assert summary["warnings"][0].startswith("step 6: the critic wins outright")
+    assert "genzoo: warning: step 6" in capsys.readouterr().err
+
+
+def test_samples_over_training_keeps_one_fixed_noise_batch_per_checkpoint(tmp_path):
+    from genzoo import figures
+    out = tmp_path / "run"
+    train("vae", out, TINY, max_steps=40, checkpoint_every=10, callbacks=[figures.SamplesOverTraining(n=6)])
+    record = read_tensors(out / figures.PROGRESS_FILE)[0]
+    assert sorted(record) == [f"step_{s:010d}" for s in (10, 20, 30, 40)]
+    assert all(v.dtype == torch.uint8 and v.shape == (6, 1, 8, 8) for v in record.values())
+    model, _ = load_run(out)
+    last = figures.sample_grid(model, 6, seed=0)  # the same seed: the same noise batch
+    torch.testing.assert_close(record["step_0000000040"].float() / 255, last, atol=1 / 255, rtol=0)
+    # resuming continues the record
+    train("vae", out, resume=True, max_steps=50, callbacks=[figures.SamplesOverTraining(n=6)])
+    assert len(read_tensors(out / figures.PROGRESS_FILE)[0]) == 5
+    path = figures.save_samples_over_training(out, tmp_path / "progress.png", max_rows=3)
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -20,11 +20,14 @@ from pathlib import Path
 
 from genzoo import checkpoint, figures
 from genzoo.data import SPLITS, list_datasets, load_split
-from genzoo.evaluate import fixed_inputs, format_metrics, likelihood_metrics
+from genzoo.evaluate import SAMPLE_METRICS, fixed_inputs, format_metrics, likelihood_metrics, sample_quality_metrics
 from genzoo.models import MODELS, model_class
-from genzoo.training import OutputExists, TrainConfig, Trainer, TrainingDiverged
+from genzoo.training import OutputExists, TrainConfig, Trainer, TrainingDiverged, train_config
 
 DEFAULT_EVAL_IW_SAMPLES = 100  # after training; `genzoo eval` takes --iw-samples
+# "nll": likelihood bounds; the others judge samples in a classifier's feature space
+EVAL_METRICS = ("nll", *SAMPLE_METRICS)
+DEFAULT_EVAL_METRICS = ",".join(EVAL_METRICS)
 
 
 # --- flags from dataclass fields ---------------------------------------------------------------
@@ -67,11 +70,13 @@ def field_comments(cls) -> dict[str, str]:
     return comments
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> None:
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, defaults: dict | None = None) -> None:
+    """One flag per field; ``defaults`` overrides the defaults shown (a model's training defaults)."""
     group = parser.add_argument_group(title)
     hints, comments = typing.get_type_hints(cls), field_comments(cls)
     for f in dataclasses.fields(cls):
-        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        default = (defaults or {}).get(f.name, f.default)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         base, _ = _base_type(hints[f.name])
         help_text = f"{comments[f.name]} " if f.name in comments else ""
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
@@ -121,33 +126,62 @@ def cmd_train(args: argparse.Namespace) -> None:
         valid = sorted(f.name for f in dataclasses.fields(cls.Config)) + sorted(f.name for f in dataclasses.fields(TrainConfig))
         raise ValueError(f"unknown option(s) {', '.join(sorted(overrides))} for {args.model}; "
                          f"valid options: {', '.join(valid)}")
-    config = TrainConfig(**train_options)
+    config = train_config(args.model, **train_options)
     out = Path(args.out or f"runs/{args.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume and model_options:
         raise ValueError("--resume continues the saved configuration; model options cannot change")
-    trainer = Trainer(args.model, model_options, config, out, resume=args.resume)
+    eval_metrics = parse_metrics(args.eval_metrics)
+    trainer = Trainer(args.model, model_options, config, out, resume=args.resume,
+                      callbacks=[figures.SamplesOverTraining()])
     summary = trainer.fit()
     if trainer.is_main:
-        report_run(trainer, summary, args.eval_iw_samples)
+        report_run(trainer, summary, args.eval_iw_samples, eval_metrics)
 
 
-def report_run(trainer: Trainer, summary: dict, iw_samples: int) -> None:
+def parse_metrics(text: str) -> list[str]:
+    """"nll,fd" -> ["nll", "fd"]; unknown names fail listing the valid ones; "" -> none."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in EVAL_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from: {', '.join(EVAL_METRICS)}")
+    return names
+
+
+def run_metrics(model, split, info, metrics: list[str], iw_samples: int, data_root: str | None,
+                batch_size: int = 100, seed: int = 0, limit: int | None = None) -> dict:
+    """The requested metrics of ``model`` on ``split``: "nll" (likelihood bounds, see
+    ``likelihood_metrics``) and the sample-quality ones (see ``sample_quality_metrics``)."""
+    results: dict = {}
+    if "nll" in metrics:
+        results.update(likelihood_metrics(model, split, info, iw_samples=iw_samples, batch_size=batch_size,
+                                          seed=seed, limit=limit, progress=True))
+    quality = [m for m in metrics if m != "nll"]
+    if quality:
+        results.update(sample_quality_metrics(model, split.subset(limit), info, quality, seed=seed,
+                                              data_root=data_root))
+    return results
+
+
+def report_run(trainer: Trainer, summary: dict, iw_samples: int, eval_metrics: list[str]) -> None:
     """After training: metrics on the test split, pictures, and a short summary."""
     model, out = trainer.final_model.eval(), trainer.out
     info, test = load_split(trainer.config.data, "test", trainer.config.data_root)
     metrics = {"model": trainer.model_name, "data": trainer.config.data, "train_steps": summary["steps"],
                "train_epochs": summary["epochs"], "train_seconds": summary["seconds"],
-               "final_train_terms": summary["last"]}
-    if iw_samples > 0:
-        metrics.update(likelihood_metrics(model, test, info, iw_samples=iw_samples, progress=True))
+               "final_train_terms": summary["last"], "training_warnings": summary["warnings"]}
+    if iw_samples <= 0:
+        eval_metrics = [m for m in eval_metrics if m != "nll"]
+    metrics.update(run_metrics(model, test, info, eval_metrics, iw_samples, trainer.config.data_root))
     checkpoint.write_json(out / "metrics.json", metrics)
     x, split, _ = fixed_inputs(test, info, model.input_kind, limit=32)
     written = figures.write_run_figures(model, x.to(model.device),
                                         None if split.labels is None else split.labels.to(model.device), out)
     curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")
+    progress = figures.save_samples_over_training(out, out / "samples_over_training.png")
+    written += [progress] if progress else []
     print(f"trained {trainer.model_name} on {trainer.config.data}: {summary['steps']} steps "
           f"({summary['epochs']:.1f} epochs) -> {out}")
-    if iw_samples > 0:
+    if eval_metrics:
         print(format_metrics(metrics))
     print("wrote: " + ", ".join(p.name for p in [*written, *([curves] if curves else [])]) + ", metrics.json")
 
@@ -158,8 +192,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     info, split = load_split(config["data"]["name"], args.split, data_root)
     if model.conditional and split.labels is None:
         raise ValueError(f"{config['model']} is conditional and the {args.split} split has no labels")
-    metrics = likelihood_metrics(model, split, info, iw_samples=args.iw_samples, batch_size=args.batch_size,
-                                 seed=args.seed, limit=args.limit, progress=True)
+    metrics = run_metrics(model, split, info, parse_metrics(args.metrics), args.iw_samples, data_root,
+                          batch_size=args.batch_size, seed=args.seed, limit=args.limit)
     metrics["run_dir"] = str(args.run_dir)
     name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
     checkpoint.write_json(Path(args.run_dir) / name, metrics)
@@ -202,7 +236,11 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="NAME=VALUE", help="set any option by name (repeatable)")
     train.add_argument("--eval-iw-samples", type=int, default=DEFAULT_EVAL_IW_SAMPLES,
                        help=f"importance samples for the test NLL after training; 0 skips it (default: {DEFAULT_EVAL_IW_SAMPLES})")
-    add_dataclass_flags(train, TrainConfig, "training options")
+    train.add_argument("--eval-metrics", default=DEFAULT_EVAL_METRICS,
+                       help=f"metrics on the test split after training, from {', '.join(EVAL_METRICS)}; "
+                            f"'' skips them (default: {DEFAULT_EVAL_METRICS})")
+    add_dataclass_flags(train, TrainConfig, "training options",
+                        MODELS[model_name].training_defaults if model_name in MODELS else None)
     if model_name in MODELS:
         add_dataclass_flags(train, MODELS[model_name].Config, f"{model_name} options")
     train.set_defaults(run=cmd_train)
@@ -212,6 +250,8 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--data-root", help="data directory (default: the one the run was trained with)")
     evaluate.add_argument("--iw-samples", type=int, default=1000, help="importance samples for the NLL (default: 1000)")
+    evaluate.add_argument("--metrics", default="nll",
+                          help=f"comma-separated, from {', '.join(EVAL_METRICS)} (default: nll)")
     evaluate.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many examples")
     evaluate.add_argument("--batch-size", type=int, default=100)
     evaluate.add_argument("--seed", type=int, default=0)

@@ -31,9 +31,10 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genzoo.checkpoint import atomic_write
+from genzoo.checkpoint import atomic_write, read_tensors, write_tensors
 
 PAD_VALUE = 128  # mid-gray between cells
 MIN_CELL_PX = 56  # default scale makes each cell at least this many pixels on its long side
@@ -184,23 +185,72 @@ def save_loss_curves(csv_path: str | os.PathLike, out_path: str | os.PathLike) -
     """Plot each logged term against step, one subplot per term sharing x; returns the path.
 
     The raw values are a faint line, a centred moving average (window ~5% of the points) a solid
-    one. None, and nothing written, when the CSV has no rows or no numeric term.
+    one. A multi-player model (columns "discriminator/loss", "generator/loss", ...) gets a first
+    panel with every player's loss together. None, and nothing written, when the CSV has no rows
+    or no numeric term.
     """
     terms = read_log_terms(csv_path)
     if not terms:
         return None
-    fig = Figure(figsize=(7, 2.0 * len(terms) + 0.6), layout="constrained")
+    panels = [[name] for name in terms]
+    player_losses = [name for name in terms if name.endswith("/loss")]
+    if len(player_losses) > 1:
+        panels.insert(0, player_losses)
+    fig = Figure(figsize=(7, 2.0 * len(panels) + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(terms), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (name, (steps, values)) in zip(axes, terms.items()):
-        window = max(1, len(values) // 20)
-        ax.plot(steps, values, color="C0", alpha=0.3, linewidth=0.8)
-        ax.plot(steps, _moving_average(values, window), color="C0", linewidth=1.5)
-        ax.set_ylabel(name)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, names in zip(axes, panels):
+        for color, name in enumerate(names):
+            steps, values = terms[name]
+            window = max(1, len(values) // 20)
+            ax.plot(steps, values, color=f"C{color}", alpha=0.3, linewidth=0.8)
+            ax.plot(steps, _moving_average(values, window), color=f"C{color}", linewidth=1.5, label=name)
+        ax.set_ylabel(names[0] if len(names) == 1 else "players' losses")
+        if len(names) > 1:
+            ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("step")
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+# ------------------------------------------------------------------------------------------------
+# Samples over training
+# ------------------------------------------------------------------------------------------------
+PROGRESS_FILE = "samples_over_training.safetensors"
+
+
+class SamplesOverTraining:
+    """Trainer callback: after each checkpoint, ``n`` samples from one fixed noise batch (the same
+    seed every time), so the rows show how one set of codes develops during training.
+
+    The samples are kept as uint8 in RUN_DIR/samples_over_training.safetensors, keyed by step,
+    rewritten atomically, so a resumed run continues the same record.
+    """
+
+    def __init__(self, n: int = 10, seed: int = 0):
+        self.n, self.seed = n, seed
+
+    def __call__(self, trainer) -> None:
+        images = sample_grid(trainer.final_model, self.n, self.seed)  # (n, C, H, W) in [0, 1]
+        path = Path(trainer.out) / PROGRESS_FILE
+        record = read_tensors(path)[0] if path.exists() else {}
+        record[f"step_{trainer.step:010d}"] = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        write_tensors(path, record)
+
+
+def save_samples_over_training(run_dir: str | os.PathLike, out_path: str | os.PathLike,
+                               max_rows: int = 12) -> Path | None:
+    """Draw the record ``SamplesOverTraining`` kept: one labelled row per checkpoint (at most
+    ``max_rows``, evenly spaced, always the last). None when there is no record."""
+    path = Path(run_dir) / PROGRESS_FILE
+    if not path.exists():
+        return None
+    record = read_tensors(path)[0]
+    keys = sorted(record)
+    picked = sorted({keys[round(i * (len(keys) - 1) / max(1, max_rows - 1))] for i in range(min(max_rows, len(keys)))})
+    rows = [record[k].float() / 255 for k in picked]
+    return save_rows(rows, out_path, [f"step {int(k.split('_')[1])}" for k in picked])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,6 +366,33 @@ def interpolation(
         return rows
 
 
+def slerp(z_a: Tensor, z_b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between codes (P, D) at fractions t (T,): (T, P, D).
+
+    Under a Gaussian prior the straight line between two typical codes passes through codes of
+    atypically small norm; the great circle keeps the norm typical (White 2016, arXiv:1609.04468).
+    """
+    cos = (F.normalize(z_a, dim=-1) * F.normalize(z_b, dim=-1)).sum(-1).clamp(-1 + 1e-7, 1 - 1e-7)  # (P,)
+    omega = torch.acos(cos)
+    t = t.reshape(-1, 1)  # (T, 1)
+    return (torch.sin((1 - t) * omega)[..., None] * z_a + torch.sin(t * omega)[..., None] * z_b) / torch.sin(omega)[..., None]
+
+
+def prior_interpolation(model: nn.Module, pairs: int = 4, steps: int = 10, seed: int = 0) -> list[Tensor]:
+    """One row per pair of prior codes z_a, z_b ~ N(0, I): decode(slerp(z_a, z_b, t)), t in [0, 1].
+
+    For models with a decoder and no encoder (GANs); conditional models keep label i on row i.
+    Rows (steps, C, H, W).
+    """
+    with _evaluating(model):
+        device = _device(model)
+        g = _generator(model, seed)
+        z = torch.randn((2, pairs, model.latent_dim), generator=g, device=g.device).to(device)  # (2, P, D)
+        codes = slerp(z[0], z[1], torch.linspace(0, 1, steps, device=device))  # (steps, P, D)
+        labels = torch.arange(pairs, device=device) % model.info.num_classes if model.conditional else None
+        return [_decode(model, codes[:, i], None if labels is None else labels[i].expand(steps)) for i in range(pairs)]
+
+
 def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0) -> list[Tensor]:
     """One row of ``per_class`` samples for each class 0..K-1 of a conditional model."""
     if not model.conditional:
@@ -357,8 +434,8 @@ def write_run_figures(
 
     x: held-out batch (B, C, H, W) in [0, 1], y: its labels or None. Uses the first 16 examples for
     reconstructions, the first 8 for denoising, x[0] for the traversal and pairs (x[i], x[i+P]) for
-    interpolation. Capabilities are read from the model (``encode``/``decode``, ``conditional``,
-    ``corrupt``), never from its name.
+    interpolation (between prior codes for a decoder without an encoder). Capabilities are read from
+    the model (``encode``/``decode``/``latent_dim``, ``conditional``, ``corrupt``), never from its name.
     """
     out_dir = Path(out_dir)
     paths = [save_image_grid(sample_grid(model, 64, seed), out_dir / "samples.png", nrow=8)]
@@ -375,6 +452,8 @@ def write_run_figures(
                 ya, yb = y[:pairs], y[pairs : 2 * pairs]
             rows = interpolation(model, x[:pairs], x[pairs : 2 * pairs], ya, yb)
             paths.append(save_rows(rows, out_dir / "interpolation.png"))
+    elif hasattr(model, "decode") and hasattr(model, "latent_dim"):  # a generator without an encoder
+        paths.append(save_rows(prior_interpolation(model, 4, 10, seed), out_dir / "interpolation.png"))
     if model.conditional:
         rows = class_grid(model, 10, seed)
         paths.append(save_rows(rows, out_dir / "class_grid.png", [str(k) for k in range(len(rows))]))

@@ -19,25 +19,30 @@ import csv
 import dataclasses
 import math
 import os
+import re
+import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from genzoo import checkpoint
 from genzoo.data import DATASETS, load_split, prepare
 from genzoo.evaluate import batches, fixed_inputs, progress_interval
-from genzoo.models import build_model
+from genzoo.models import build_model, model_class
 from genzoo.models.base import GenerativeModel, ModelConfig
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 PRECISIONS = ("fp32", "bf16")
 LOG_FILE = "log.csv"
+WARN_AFTER_ROWS = 3  # a model's symptom is reported once it shows in this many log rows in a row
+WARNING_NUMBERS = re.compile(r"[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?")  # ignored when matching repeats
 
 
 @dataclass
@@ -130,8 +135,12 @@ class Trainer:
     """Trains one model into one run directory. ``fit()`` runs to the end and returns a summary."""
 
     def __init__(self, model_name: str, model_config: ModelConfig | dict | None, config: TrainConfig,
-                 out_dir: str | Path, resume: bool = False):
+                 out_dir: str | Path, resume: bool = False,
+                 callbacks: Sequence[Callable[[Trainer], None]] = ()):
         self.out = Path(out_dir)
+        self.callbacks = list(callbacks)  # called with the trainer after each checkpoint, main process only
+        self.warnings: list[str] = []
+        self.warning_streaks: dict[str, int] = {}
         if resume:  # the run's own configs; only the length of training may change
             saved = checkpoint.read_run_config(self.out)
             model_name, model_config = saved["model"], saved["model_config"]
@@ -144,7 +153,8 @@ class Trainer:
         # (accelerate's own `--cpu` launcher starts several processes only through MPI; without it,
         # `accelerate launch --multi_gpu --num_processes N` or torchrun start them, and land here.)
         cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=cpu_processes)
+        ddp_options = DistributedDataParallelKwargs()  # completed below, once the model's players are known
+        self.accelerator = Accelerator(cpu=cpu_processes, kwargs_handlers=[ddp_options])
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
 
@@ -167,6 +177,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
         self.phases = model.phases()
+        # each player's update leaves the other players' parameters without gradients
+        ddp_options.find_unused_parameters = len(self.phases) > 1
         # the fused AdamW kernel: ~1.4x faster steps for the MLP VAE on this CPU (one pass over the weights)
         fused = self.accelerator.device.type in ("cpu", "cuda")
         self.optimizers = [
@@ -227,14 +239,14 @@ class Trainer:
                 shard = epoch_shard(len(self.images), config.batch_size, epoch, config.seed, self.rank, self.world)
             idx = shard[batch_index * config.batch_size:(batch_index + 1) * config.batch_size].to(self.images.device)
             torch.manual_seed(config.seed * 1_000_003 + self.step * 1_009 + self.rank)  # noise: f(seed, step, rank)
-            x = prepare(self.images[idx], self.info, self.unwrapped.input_kind, train=True)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = None if self.labels is None else self.labels[idx]
+            x, y = self.batch(idx)
 
             for phase, optimizer, scheduler in zip(self.phases, self.optimizers, self.schedulers):
-                for _ in range(phase.updates_per_step):
+                for update in range(phase.updates_per_step):
+                    # k updates of one player (a WGAN critic's n_critic) each see a fresh real batch
+                    xb, yb = (x, y) if update == 0 else self.random_batch(shard)
                     with self.autocast():
-                        terms = model(x, y, phase=phase.name, step=self.step)
+                        terms = model(xb, yb, phase=phase.name, step=self.step)
                     loss = terms["loss"].float().mean()
                     self.check_finite(loss, terms, phase.name)
                     optimizer.zero_grad(set_to_none=True)
@@ -255,11 +267,15 @@ class Trainer:
                 row = log.flush(self.step, epoch, lr=self.schedulers[0].get_last_lr()[0],
                                 examples_per_s=examples / elapsed)
                 progress.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "epoch", "lr")})
+                self.report_warnings(row)
                 tick, examples = time.perf_counter(), 0
             end_of_epoch = self.step % self.steps_per_epoch == 0
             due = self.step % config.checkpoint_every == 0 if config.checkpoint_every else end_of_epoch
             if due or self.step == self.total_steps:
                 self.save_state()
+                if self.is_main:
+                    for callback in self.callbacks:
+                        callback(self)
         progress.close()
 
         if hasattr(self.unwrapped, "fit_after_training"):
@@ -267,7 +283,28 @@ class Trainer:
             self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
             self.save_state()
         return {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "warnings": self.warnings}
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Model inputs (B, C, H, W) and labels (B,) or None for training examples ``idx``."""
+        x = prepare(self.images[idx], self.info, self.unwrapped.input_kind, train=True)
+        return x.contiguous(memory_format=torch.channels_last), None if self.labels is None else self.labels[idx]
+
+    def random_batch(self, shard: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch drawn uniformly from this process's shard (global RNG: seeded per step)."""
+        pick = torch.randint(len(shard), (self.config.batch_size,))
+        return self.batch(shard[pick].to(self.images.device))
+
+    def report_warnings(self, row: dict[str, float]) -> None:
+        """Say so when a model's symptom (``training_warnings``) persists for ``WARN_AFTER_ROWS`` log rows."""
+        current = {WARNING_NUMBERS.sub("#", m): m for m in self.unwrapped.training_warnings(row)}
+        self.warning_streaks = {key: self.warning_streaks.get(key, 0) + 1 for key in current}
+        for key, message in current.items():
+            if self.warning_streaks[key] == WARN_AFTER_ROWS:
+                text = f"step {self.step}: {message} (for {WARN_AFTER_ROWS} log rows in a row)"
+                self.warnings.append(text)
+                if self.is_main:
+                    tqdm.write(f"genzoo: warning: {text}", file=sys.stderr)
 
     def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], phase: str) -> None:
         if torch.isfinite(loss):
@@ -311,6 +348,12 @@ class Trainer:
         state = checkpoint.unflatten_state(meta["state"], tensors)
         for optimizer, saved in zip(self.optimizers, state["optimizers"]):
             optimizer.load_state_dict(saved)
+            # The state comes back contiguous; the fused kernel assumes each moment tensor has its
+            # parameter's layout (channels_last conv weights), so give it that layout back.
+            for param, param_state in optimizer.state.items():
+                for key, value in param_state.items():
+                    if torch.is_tensor(value) and value.shape == param.shape:
+                        param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
         for scheduler, saved in zip(self.schedulers, state["schedulers"]):
             scheduler.load_state_dict(saved)
         self.step = meta["step"]
@@ -361,9 +404,16 @@ class RunningLog:
             return next(csv.reader(f))
 
 
+def train_config(model_name: str, **options) -> TrainConfig:
+    """``TrainConfig`` from the given options, the model's ``training_defaults`` filling the rest
+    (a GAN's Adam betas (0.5, 0.999), say), then the generic defaults."""
+    return TrainConfig(**{**model_class(model_name).training_defaults, **options})
+
+
 def train(model_name: str, out_dir: str | Path, model_config: dict | ModelConfig | None = None,
-          resume: bool = False, **train_options) -> tuple[Trainer, dict]:
+          resume: bool = False, callbacks: Sequence[Callable[[Trainer], None]] = (),
+          **train_options) -> tuple[Trainer, dict]:
     """Train ``model_name`` into ``out_dir``; keyword options are ``TrainConfig`` fields."""
-    trainer = Trainer(model_name, model_config, TrainConfig(**train_options), out_dir, resume)
+    trainer = Trainer(model_name, model_config, train_config(model_name, **train_options), out_dir, resume, callbacks)
     return trainer, trainer.fit()
 

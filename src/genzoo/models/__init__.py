@@ -5,14 +5,20 @@ from __future__ import annotations
 import dataclasses
 
 from genzoo.data import DataInfo
+from genzoo.models.aae import AdversarialAutoencoder
 from genzoo.models.ae import AutoEncoder
+from genzoo.models.avb import AVB
 from genzoo.models.base import GenerativeModel, LogLikelihood, ModelConfig, Phase
+from genzoo.models.cgan import CGAN
 from genzoo.models.cvae import CVAE
+from genzoo.models.dcgan import DCGAN
 from genzoo.models.dvae import DVAE
+from genzoo.models.gan import GAN
 from genzoo.models.iwae import IWAE
 from genzoo.models.vae import VAE
+from genzoo.models.wgan_gp import WGANGP
 
-MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in (AutoEncoder, VAE, CVAE, DVAE, IWAE)}
+MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in (AutoEncoder, VAE, CVAE, DVAE, IWAE, AdversarialAutoencoder, AVB, GAN, DCGAN, CGAN, WGANGP)}
 
 __all__ = ["MODELS", "GenerativeModel", "LogLikelihood", "ModelConfig", "Phase", "build_model", "model_class"]
 

@@ -14,6 +14,11 @@ it will see. It answers a few questions, always with per-example values in nats:
 - ``encode``/``decode``   -> optional, for latent-variable models (pictures, interpolation).
 - ``fit_after_training``  -> optional closed-form step after gradient training (the AE's
                              latent Gaussian mixture).
+- ``training_warnings(row)`` -> messages about symptoms visible in a row of averaged log terms
+                             (a discriminator that wins outright, collapsed samples); the trainer
+                             reports one when it persists.
+- ``training_defaults``   -> ``TrainConfig`` values this model trains best with (a GAN's Adam
+                             betas and learning rate) where the user gives none.
 
 Inputs ``x`` are float tensors (B, C, H, W) in [0, 1] in the representation named by
 ``input_kind`` (see ``genzoo.data.prepare``); labels ``y`` are int64 (B,) or None.
@@ -93,6 +98,7 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[ModelConfig]]
+    training_defaults: ClassVar[dict] = {}  # TrainConfig field -> value, used when the user sets none
 
     def __init__(self, config: ModelConfig, info: DataInfo):
         super().__init__()
@@ -131,6 +137,10 @@ class GenerativeModel(nn.Module):
                        generator: torch.Generator | None = None) -> LogLikelihood:
         """log p(x [| y]) per example; ``num_samples`` and ``generator`` drive estimators that sample."""
         return LogLikelihood(None, "unavailable", f"{self.name} defines no likelihood")
+
+    def training_warnings(self, row: dict[str, float]) -> list[str]:
+        """Symptoms in one row of averaged log terms (keys "phase/term", e.g. "discriminator/d_real")."""
+        return []
 
     # --- helpers shared by all models --------------------------------------------------------
     def check_input(self, x: Tensor) -> None:

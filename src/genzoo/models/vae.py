@@ -42,15 +42,13 @@ EVAL_SAMPLES_PER_CHUNK = 100  # importance samples decoded at once when estimati
 
 
 @dataclass
-class VAEConfig(AutoencoderConfig):
+class PixelLikelihoodConfig(AutoencoderConfig):
+    """The autoencoder networks plus the pixel likelihood p(x | z) of the decoder (VAE, AAE, AVB)."""
+
     likelihood: str = "auto"  # "auto" (matches the data) | "bernoulli" | "gaussian" | "discretized_logistic"
-    beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
-    kl_warmup_steps: int = 0  # linear warm-up of the KL weight from 0 to beta
 
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
-        check_positive(self, "beta")
-        check_positive(self, "kl_warmup_steps", allow_zero=True)
         check_choice(self, "likelihood", ("auto", *PIXEL_LIKELIHOODS))
         if self.likelihood == "discretized_logistic" and info.value_type == "continuous":
             raise ValueError(f"{type(self).__name__}.likelihood='discretized_logistic' needs discrete data; "
@@ -58,6 +56,17 @@ class VAEConfig(AutoencoderConfig):
 
     def resolved_likelihood(self, info: DataInfo) -> str:
         return default_likelihood(info.value_type) if self.likelihood == "auto" else self.likelihood
+
+
+@dataclass
+class VAEConfig(PixelLikelihoodConfig):
+    beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
+    kl_warmup_steps: int = 0  # linear warm-up of the KL weight from 0 to beta
+
+    def validate(self, info: DataInfo) -> None:
+        super().validate(info)
+        check_positive(self, "beta")
+        check_positive(self, "kl_warmup_steps", allow_zero=True)
 
 
 class VAE(GenerativeModel):
