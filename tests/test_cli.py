@@ -179,6 +179,49 @@ def test_eval_without_json_prints_readable_lines(vae_run, capsys):
     assert "negative ELBO" in out and "NLL (IS, K=5)" in out
 
 
+SAMPLE_QUALITY_KEYS = {"fd", "kid", "kid_std", "precision", "recall", "classifier_score", "num_samples",
+                       "feature_net", "split"}
+
+
+def test_eval_sample_quality_metrics_for_a_likelihood_model_and_a_conditional_one(tiny_run, capsys):
+    code, out, _ = run(capsys, "eval", tiny_run("vae"), "--metrics", "fd,kid,pr,score", "--json")
+    assert code == 0
+    metrics = json.loads(out)
+    assert SAMPLE_QUALITY_KEYS <= set(metrics) and "nll_nats" not in metrics  # only what was asked for
+    assert metrics["num_samples"] == metrics["num_real"] == 360  # the whole digits test split, as many samples
+    assert "fc1" in metrics["feature_net"] and "digits" in metrics["feature_net"]
+    assert metrics["fd"] > 0 and 0 <= metrics["precision"] <= 1 and 1 <= metrics["classifier_score"] <= 10
+    code, out, _ = run(capsys, "eval", tiny_run("cvae"), "--metrics", "nll,score", "--iw-samples", "2", "--json")
+    metrics = json.loads(out)
+    assert code == 0 and 0 <= metrics["conditional_accuracy"] <= 1 and metrics["nll_nats"] is not None
+
+
+def test_eval_with_an_unknown_metric_lists_the_valid_ones(vae_run, capsys):
+    line = one_line_error(*run(capsys, "eval", vae_run, "--metrics", "fd,fid")[:3:2])
+    assert "fid" in line and all(m in line for m in ("nll", "fd", "kid", "pr", "score"))
+
+
+def test_training_writes_samples_over_training_and_sample_metrics(vae_run):
+    assert (vae_run / "samples_over_training.png").read_bytes()[:8] == PNG_MAGIC
+    metrics = json.loads((vae_run / "metrics.json").read_text())
+    assert {"fd", "kid", "classifier_score", "nll_nats", "training_warnings"} <= set(metrics)
+
+
+def test_train_help_shows_the_model_training_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "dcgan", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--lr FLOAT AdamW learning rate (default: 0.0002)" in help_text
+    assert "--betas TUPLE AdamW betas (default: 0.5,0.999)" in help_text
+
+
+def test_avb_eval_reports_no_likelihood_but_an_elbo_estimate(tiny_run, capsys):
+    code, out, _ = run(capsys, "eval", tiny_run("avb"), "--iw-samples", "2", "--limit", "20", "--json")
+    metrics = json.loads(out)
+    assert code == 0 and metrics["nll_nats"] is None and metrics["likelihood"] == "unavailable"
+    assert metrics["neg_elbo_estimate_nats"] > 0 and "not a bound" in metrics["neg_elbo_estimate_method"]
+
+
 # --- sample -------------------------------------------------------------------------------------
 def test_sample_writes_a_png_and_is_deterministic_given_the_seed(vae_run, tmp_path, capsys):
     paths = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]

@@ -257,3 +257,40 @@ def test_figures_restore_mode_and_leave_global_rng_alone(tmp_path):
             assert torch.equal(torch.get_rng_state(), state)
             assert model.training is training and model.enc.training is training
             assert model.dropout.training is (not training)
+
+
+# --- generators without an encoder, and two players' losses -----------------------------------------
+def test_slerp_keeps_the_ends_and_the_norm_of_equal_norm_codes():
+    from genzoo.figures import slerp
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 16, generator=g, dtype=torch.float64), torch.randn(3, 16, generator=g, dtype=torch.float64)
+    b = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)  # equal norms: the path stays on the sphere
+    path = slerp(a, b, torch.linspace(0, 1, 7, dtype=torch.float64))  # (7, 3, 16)
+    torch.testing.assert_close(path[0], a)
+    torch.testing.assert_close(path[-1], b)
+    torch.testing.assert_close(path.norm(dim=-1), a.norm(dim=-1).expand(7, 3))
+
+
+def test_a_gan_gets_a_prior_interpolation_and_no_reconstructions(tmp_path):
+    from genzoo.data import DataInfo
+    from genzoo.figures import prior_interpolation, write_run_figures
+    from genzoo.models import build_model
+    info = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
+    model = build_model("dcgan", info, {"latent_dim": 4, "hidden_dim": 16, "channels": 4})
+    rows = prior_interpolation(model, pairs=2, steps=5, seed=0)
+    assert len(rows) == 2 and rows[0].shape == (5, 1, 8, 8)
+    assert torch.equal(rows[0], prior_interpolation(model, pairs=2, steps=5, seed=0)[0])
+    names = {p.name for p in write_run_figures(model, torch.rand(8, 1, 8, 8), None, tmp_path)}
+    assert names == {"samples.png", "interpolation.png"}
+
+
+def test_loss_curves_put_every_players_loss_on_one_panel(tmp_path):
+    from genzoo.figures import save_loss_curves
+    csv_path = tmp_path / "log.csv"
+    rows = ["step,epoch,discriminator/loss,discriminator/d_real,generator/loss,lr"]
+    rows += [f"{s},0,{1 + 0.01 * s},0.5,{2 - 0.01 * s},0.0002" for s in range(1, 30)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    from PIL import Image
+    path = save_loss_curves(csv_path, tmp_path / "curves.png")
+    with Image.open(path) as image:  # 3 terms + 1 shared panel: 2.0 in per panel + 0.6 in at 100 dpi
+        assert image.height == round(100 * (2.0 * 4 + 0.6))

@@ -267,5 +267,9 @@ def test_samples_over_training_keeps_one_fixed_noise_batch_per_checkpoint(tmp_pa
     # resuming continues the record
     train("vae", out, resume=True, max_steps=50, callbacks=[figures.SamplesOverTraining(n=6)])
     assert len(read_tensors(out / figures.PROGRESS_FILE)[0]) == 5
-    path = figures.save_samples_over_training(out, tmp_path / "progress.png", max_rows=3)
-    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert figures.evenly_spaced(list(range(10)), 12) == list(range(10))
+    assert figures.evenly_spaced(list(range(10)), 4) == [0, 3, 6, 9]
+    assert figures.evenly_spaced(list(range(10)), 1) == [9]
+    for max_rows in (3, 12):
+        path = figures.save_samples_over_training(out, tmp_path / f"progress{max_rows}.png", max_rows=max_rows)
+        assert path.read_bytes()[:4] == b"\x89PNG"

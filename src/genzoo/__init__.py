@@ -13,6 +13,8 @@ _API = {
     "list_datasets": "genzoo.data",
     "load_split": "genzoo.data",
     "likelihood_metrics": "genzoo.evaluate",
+    "sample_quality_metrics": "genzoo.evaluate",
+    "load_feature_net": "genzoo.feature_net",
     "MODELS": "genzoo.models",
     "build_model": "genzoo.models",
     "TrainConfig": "genzoo.training",

@@ -225,19 +225,24 @@ def mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
     return within_x + within_y - 2 * k_xy.mean()
 
 
+def kid_subset_size(subset_size: int, n_a: int, n_b: int) -> int:
+    return min(subset_size, n_a // 2, n_b // 2)
+
+
 def kernel_distance(feats_a: Tensor, feats_b: Tensor, num_subsets: int = KID_NUM_SUBSETS,
                     subset_size: int = KID_SUBSET_SIZE,
                     generator: torch.Generator | None = None) -> tuple[float, float]:
     """Kernel distance (KID, Binkowski et al. 2018, "Demystifying MMD GANs", arXiv:1801.01401).
 
     ``mmd2_unbiased`` with the cubic polynomial kernel on ``num_subsets`` pairs of random subsets
-    (drawn without replacement, ``subset_size`` capped at the smaller set) of features (N, D) and
+    (drawn without replacement, ``subset_size`` capped at half the smaller set, so that subsets
+    differ and their spread means something on small test splits) of features (N, D) and
     (M, D). Returns (mean, std) over the subsets, the convention of torch-fidelity: std is the
     spread of one subset's estimate (population std), not the standard error of the mean, which
     would be smaller (the subsets overlap, so std / sqrt(num_subsets) would understate it).
     ``generator`` (CPU) draws the subsets; None means one seeded 0, so the result is reproducible.
     """
-    size = min(subset_size, len(feats_a), len(feats_b))
+    size = kid_subset_size(subset_size, len(feats_a), len(feats_b))
     if size < 2:
         raise ValueError(f"the kernel distance needs at least 2 feature vectors per set, got "
                          f"{len(feats_a)} and {len(feats_b)}")
@@ -394,7 +399,7 @@ def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
         subsets = torch.Generator().manual_seed(seed)
         result["kid"], result["kid_std"] = kernel_distance(real_feats, fake_feats, generator=subsets)
         result.update(kid_num_subsets=KID_NUM_SUBSETS,
-                      kid_subset_size=min(KID_SUBSET_SIZE, len(real_feats), num_samples))
+                      kid_subset_size=kid_subset_size(KID_SUBSET_SIZE, len(real_feats), num_samples))
     if "pr" in metrics:
         result["precision"], result["recall"] = precision_recall(real_feats, fake_feats, PR_K)
         result["pr_k"] = PR_K

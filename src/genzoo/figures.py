@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.checkpoint import atomic_write, read_tensors, write_tensors
+from genzoo.models.base import eval_mode
 
 PAD_VALUE = 128  # mid-gray between cells
 MIN_CELL_PX = 56  # default scale makes each cell at least this many pixels on its long side
@@ -239,6 +240,14 @@ class SamplesOverTraining:
         write_tensors(path, record)
 
 
+def evenly_spaced(items: list, count: int) -> list:
+    """At most ``count`` items, evenly spaced, the first and the last always among them."""
+    count = min(count, len(items))
+    if count <= 1:
+        return items[-count:] if count else []
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+
+
 def save_samples_over_training(run_dir: str | os.PathLike, out_path: str | os.PathLike,
                                max_rows: int = 12) -> Path | None:
     """Draw the record ``SamplesOverTraining`` kept: one labelled row per checkpoint (at most
@@ -248,7 +257,7 @@ def save_samples_over_training(run_dir: str | os.PathLike, out_path: str | os.Pa
         return None
     record = read_tensors(path)[0]
     keys = sorted(record)
-    picked = sorted({keys[round(i * (len(keys) - 1) / max(1, max_rows - 1))] for i in range(min(max_rows, len(keys)))})
+    picked = evenly_spaced(keys, max_rows)
     rows = [record[k].float() / 255 for k in picked]
     return save_rows(rows, out_path, [f"step {int(k.split('_')[1])}" for k in picked])
 
@@ -261,14 +270,8 @@ def save_samples_over_training(run_dir: str | os.PathLike, out_path: str | os.Pa
 @contextlib.contextmanager
 def _evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode and no_grad inside; every submodule's train/eval flag restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in flags:
-            m.training = training
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -26,7 +26,9 @@ Inputs ``x`` are float tensors (B, C, H, W) in [0, 1] in the representation name
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -78,6 +80,25 @@ def check_choice(config: ModelConfig, name: str, choices: tuple[str, ...]) -> No
     value = getattr(config, name)
     if value not in choices:
         raise ValueError(f"{type(config).__name__}.{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def check_labelled(config: ModelConfig, info: DataInfo, model_name: str) -> None:
+    """A conditional model needs a dataset with class labels."""
+    if info.num_classes == 0:
+        raise ValueError(f"{model_name} needs class labels, and dataset {info.name!r} has none; "
+                         "use a labelled dataset such as digits or mnist")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside (batch norm uses running statistics, no dropout); each submodule's flag restored."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def check_positive(config: ModelConfig, *names: str, allow_zero: bool = False) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genzoo.data import DataInfo
+from genzoo.models.base import check_labelled
 from genzoo.models.dcgan import DCGAN, DCGANConfig
 
 
@@ -21,9 +22,7 @@ from genzoo.models.dcgan import DCGAN, DCGANConfig
 class CGANConfig(DCGANConfig):
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
-        if info.num_classes == 0:
-            raise ValueError(f"cgan needs class labels, and dataset {info.name!r} has none; "
-                             "use a labelled dataset such as digits or mnist")
+        check_labelled(self, info, "cgan")
 
 
 class CGAN(DCGAN):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from genzoo.data import DataInfo
-from genzoo.models.base import check_choice
+from genzoo.models.base import check_choice, check_labelled
 from genzoo.models.vae import VAE, VAEConfig
 from genzoo.networks import mlp
 
@@ -31,9 +31,7 @@ class CVAEConfig(VAEConfig):
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
         check_choice(self, "prior", ("standard", "learned"))
-        if info.num_classes == 0:
-            raise ValueError(f"cvae needs class labels, and dataset {info.name!r} has none; "
-                             "use a labelled dataset such as digits or mnist")
+        check_labelled(self, info, "cvae")
 
 
 class CVAE(VAE):

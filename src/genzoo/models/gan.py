@@ -26,8 +26,6 @@ mapped to [-1, 1]) instead of a sigmoid. A GAN defines no density: ``log_likelih
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,7 +47,8 @@ from genzoo.adversarial import (
 )
 from genzoo.data import DataInfo
 from genzoo.distributions import draw
-from genzoo.models.base import GenerativeModel, LogLikelihood, ModelConfig, Phase, check_choice, check_positive
+from genzoo.models.base import (GenerativeModel, LogLikelihood, ModelConfig, Phase, check_choice, check_positive,
+                                eval_mode)
 from genzoo.networks import MLPDiscriminator, MLPGenerator, spectral_normalize
 
 
@@ -86,18 +85,6 @@ class MLPGANConfig(GANConfig):
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
         check_positive(self, "num_hidden_layers")
-
-
-@contextmanager
-def _evaluating(module: nn.Module) -> Iterator[None]:
-    """Eval mode inside (batch norm uses its running statistics); every submodule's flag restored."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def _upcast(t: Tensor) -> Tensor:
@@ -225,5 +212,5 @@ class GAN(GenerativeModel):
         """G(z) for z ~ N(0, I): (n, C, H, W) in [0, 1], with batch norm in eval mode."""
         labels = self.check_labels(labels, n)
         z = self.noise(n, generator)
-        with _evaluating(self.generator):
+        with eval_mode(self.generator):
             return self.decode(z, labels)
