@@ -24,6 +24,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def local_data(shared_data):
+    """``local_data(name) -> Path``: ../shared/data/NAME, or skip the test when it is absent."""
+
+    def get(name: str) -> Path:
+        path = shared_data / name
+        if not path.is_dir():
+            pytest.skip(f"{path} absent")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """``tiny_run(model) -> run directory``: a 20-step run of ``model`` on digits, trained once per session.
 

@@ -244,10 +244,8 @@ def test_sample_label_works_for_cvae_and_is_refused_for_vae(tiny_run, vae_run, t
 
 
 # --- the MNIST files in ../shared/data ----------------------------------------------------------
-def test_binarized_mnist_train_and_eval_on_the_local_files(shared_data, tmp_path, capsys):
-    root = shared_data / "binarized_mnist"
-    if not root.is_dir():
-        pytest.skip(f"{root} absent")
+def test_binarized_mnist_train_and_eval_on_the_local_files(local_data, tmp_path, capsys):
+    root = local_data("binarized_mnist")
     out = tmp_path / "vae"
     code, _, _ = run(capsys, "train", "vae", "--data", "binarized_mnist", "--data-root", root, "--out", out,
                      "--max-steps", "5", *SMALL, "--eval-iw-samples", "0")
@@ -267,10 +265,8 @@ def test_binarized_mnist_train_and_eval_on_the_local_files(shared_data, tmp_path
     assert json.loads((tmp_path / "iwae" / CONFIG_FILE).read_text())["model_config"]["k"] == 5
 
 
-def test_cvae_trains_on_the_local_mnist_subset(shared_data, tmp_path, capsys):
-    root = shared_data / "mnist"
-    if not root.is_dir():
-        pytest.skip(f"{root} absent")
+def test_cvae_trains_on_the_local_mnist_subset(local_data, tmp_path, capsys):
+    root = local_data("mnist")
     out = tmp_path / "cvae"
     code, _, _ = run(capsys, "train", "cvae", "--data", "mnist", "--data-root", root, "--out", out,
                      "--max-steps", "5", *SMALL, "--eval-iw-samples", "0")
@@ -341,10 +337,8 @@ def test_missing_mnist_files_say_which_files_go_where_without_hanging(tmp_path, 
     assert list(empty.iterdir()) == []  # no partial download left behind
 
 
-def test_cvae_on_a_dataset_without_labels_is_refused(shared_data, tmp_path, capsys):
-    root = shared_data / "binarized_mnist"
-    if not root.is_dir():
-        pytest.skip(f"{root} absent")
+def test_cvae_on_a_dataset_without_labels_is_refused(local_data, tmp_path, capsys):
+    root = local_data("binarized_mnist")
     message = one_line_error(*run(capsys, "train", "cvae", "--data", "binarized_mnist", "--data-root", root,
                                   "--out", tmp_path / "r", "--max-steps", "1")[::2])
     assert "cvae" in message and "labels" in message and "binarized_mnist" in message

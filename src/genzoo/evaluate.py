@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from genzoo.data import DataInfo, Split, bits_per_dim, check_finite, nats_offset, prepare, static_binarize
 from genzoo.feature_net import DigitClassifier, check_feature_net, load_feature_net
-from genzoo.models.base import GenerativeModel
+from genzoo.models.base import GenerativeModel, eval_mode
 
 DEQUANTIZATION_SEED = 0  # held-out data is dequantised with this fixed seed
 
@@ -65,33 +65,33 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, iw_
     and says which split, how many examples and which data representation were used. Runs in
     fp32 and in batches, so memory is bounded by ``batch_size`` x the model's own chunking.
     """
-    was_training = model.training
-    model.eval()
     x, split, seen_info = fixed_inputs(split, info, model.input_kind, limit)
     device = model.device
     generator = torch.Generator(device).manual_seed(seed)
     offset = nats_offset(seen_info, model.input_kind)
+
+    def model_batches():  # (inputs, the labels a conditional model takes) on the model's device
+        for xb, yb in batches(x, split.labels, batch_size):
+            yield xb.to(device), None if yb is None or not model.conditional else yb.to(device)
+
     totals = {"elbo": 0.0, "iw": 0.0}
     kind, reason = "unavailable", ""
-    for xb, yb in tqdm(batches(x, split.labels, batch_size), total=-(-len(x) // batch_size), disable=not progress,
-                       desc=f"evaluating on {split.split}", leave=False, mininterval=progress_interval()):
-        xb = xb.to(device)
-        yb = None if yb is None or not model.conditional else yb.to(device)
-        elbo = model.log_likelihood(xb, yb, num_samples=1, generator=generator)
-        if elbo.value is None:
-            kind, reason = elbo.kind, elbo.reason
-            break
-        totals["elbo"] += elbo.value.double().sum().item()
-        exact_or_single = elbo.kind == "exact" or iw_samples <= 1
-        iw = elbo if exact_or_single else model.log_likelihood(xb, yb, num_samples=iw_samples, generator=generator)
-        totals["iw"] += iw.value.double().sum().item()
-        kind, reason = iw.kind, iw.reason
     estimate = None
-    if kind == "unavailable" and hasattr(model, "elbo_estimate"):  # e.g. AVB: an estimate, not a bound
-        estimate = sum(model.elbo_estimate(xb.to(device), None if yb is None or not model.conditional else yb.to(device),
-                                           generator=generator).double().sum().item()
-                       for xb, yb in batches(x, split.labels, batch_size))
-    model.train(was_training)
+    with eval_mode(model):
+        for xb, yb in tqdm(model_batches(), total=-(-len(x) // batch_size), disable=not progress,
+                           desc=f"evaluating on {split.split}", leave=False, mininterval=progress_interval()):
+            elbo = model.log_likelihood(xb, yb, num_samples=1, generator=generator)
+            if elbo.value is None:
+                kind, reason = elbo.kind, elbo.reason
+                break
+            totals["elbo"] += elbo.value.double().sum().item()
+            exact_or_single = elbo.kind == "exact" or iw_samples <= 1
+            iw = elbo if exact_or_single else model.log_likelihood(xb, yb, num_samples=iw_samples, generator=generator)
+            totals["iw"] += iw.value.double().sum().item()
+            kind, reason = iw.kind, iw.reason
+        if kind == "unavailable" and hasattr(model, "elbo_estimate"):  # e.g. AVB: an estimate, not a bound
+            estimate = sum(model.elbo_estimate(xb, yb, generator=generator).double().sum().item()
+                           for xb, yb in model_batches())
 
     n = len(x)
     metrics = {
@@ -376,19 +376,18 @@ def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
     # 2. samples, for labels cycling 0..K-1 when the model is conditional
     labels = torch.arange(num_samples, device=device) % info.num_classes if model.conditional else None
     generator = torch.Generator(device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
     fake_feats, fake_probs = [], []
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        x = model.sample(n, None if labels is None else labels[start:start + n], generator)  # (n, C, H, W)
-        if tuple(x.shape) != (n, *info.shape):
-            raise ValueError(f"{model.name}.sample({n}) returned shape {tuple(x.shape)}, expected {(n, *info.shape)}")
-        check_finite(x, f"the samples of {model.name} (batch at sample {start}; did training diverge?)")
-        feats, probs = _classify(net, x.clamp(0, 1))
-        fake_feats.append(feats)
-        fake_probs.append(probs)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            x = model.sample(n, None if labels is None else labels[start:start + n], generator)  # (n, C, H, W)
+            if tuple(x.shape) != (n, *info.shape):
+                raise ValueError(f"{model.name}.sample({n}) returned shape {tuple(x.shape)}, "
+                                 f"expected {(n, *info.shape)}")
+            check_finite(x, f"the samples of {model.name} (batch at sample {start}; did training diverge?)")
+            feats, probs = _classify(net, x.clamp(0, 1))
+            fake_feats.append(feats)
+            fake_probs.append(probs)
     fake_feats, fake_probs = torch.cat(fake_feats), torch.cat(fake_probs)  # (M, F), (M, K)
 
     # 3. statistics, in float64

@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from genzoo import checkpoint
 from genzoo.data import DataInfo, load_split, prepare, static_binarize
+from genzoo.models.base import eval_mode
 
 FEATURE_LAYER = "fc1"  # the layer whose (post-ReLU) activations are the features
 FORMAT = "genzoo-feature-net/1"  # the "kind" in a feature-net file's metadata
@@ -222,11 +223,9 @@ def held_out_data(dataset: str, data_root: str | None, download: bool) -> tuple[
 @torch.no_grad()
 def accuracy(net: DigitClassifier, x: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH_SIZE) -> float:
     """Share of images (N, C, H, W) whose argmax logit is the label; fp32, eval mode."""
-    was_training = net.training
-    net.eval()
-    correct = sum((net(x[i:i + batch_size].float()).argmax(1) == labels[i:i + batch_size]).sum().item()
-                  for i in range(0, len(x), batch_size))
-    net.train(was_training)
+    with eval_mode(net):
+        correct = sum((net(x[i:i + batch_size].float()).argmax(1) == labels[i:i + batch_size]).sum().item()
+                      for i in range(0, len(x), batch_size))
     return correct / len(x)
 
 

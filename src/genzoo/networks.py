@@ -32,12 +32,18 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+def check_quarterable(shape: tuple[int, int, int], networks: str) -> None:
+    """The conv networks here halve the resolution twice: height and width must be multiples of 4."""
+    _, h, w = shape
+    if h % 4 or w % 4:
+        raise ValueError(f"{networks}: height and width must be divisible by 4, got {h}x{w}")
+
+
 def check_architecture(architecture: str, shape: tuple[int, int, int]) -> None:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    _, h, w = shape
-    if architecture == "conv" and (h % 4 or w % 4):
-        raise ValueError(f"architecture 'conv' needs height and width divisible by 4, got {h}x{w}")
+    if architecture == "conv":
+        check_quarterable(shape, "architecture 'conv'")
 
 
 class ImageEncoder(nn.Module):
@@ -126,9 +132,7 @@ class MLPDiscriminator(nn.Module):
 
 
 def check_dcgan_shape(shape: tuple[int, int, int]) -> None:
-    _, h, w = shape
-    if h % 4 or w % 4:
-        raise ValueError(f"the DCGAN networks need height and width divisible by 4, got {h}x{w}")
+    check_quarterable(shape, "the DCGAN networks")
 
 
 def _norm(kind: str, channels: int, conv: bool) -> nn.Module:

@@ -47,9 +47,9 @@ from torch import Tensor
 
 from genzoo.adversarial import D_WINS_FAKE, D_WINS_REAL, discriminator_loss, frozen_call, generator_loss
 from genzoo.data import DataInfo
-from genzoo.distributions import draw, pixel_likelihood, reparameterize
-from genzoo.models.base import GenerativeModel, LogLikelihood, Phase, check_choice, check_positive
-from genzoo.models.vae import PixelLikelihoodConfig
+from genzoo.distributions import draw, reparameterize
+from genzoo.models.base import LogLikelihood, Phase, check_choice, check_positive
+from genzoo.models.vae import PixelLikelihoodConfig, PixelLikelihoodModel
 from genzoo.networks import mlp
 
 ENCODERS = ("deterministic", "gaussian")
@@ -89,7 +89,7 @@ class AAEConfig(PixelLikelihoodConfig):
                                  f"{info.num_classes} classes of {info.name!r} when label_conditioned=True")
 
 
-class AdversarialAutoencoder(GenerativeModel):
+class AdversarialAutoencoder(PixelLikelihoodModel):
     name = "aae"
     description = ("Adversarial autoencoder (Makhzani et al. 2016): a discriminator on z matches the codes "
                    "to a Gaussian or mixture prior")
@@ -99,17 +99,12 @@ class AdversarialAutoencoder(GenerativeModel):
     def __init__(self, config: AAEConfig, info: DataInfo):
         super().__init__(config, info)
         d = config.latent_dim
-        self.likelihood = pixel_likelihood(config.resolved_likelihood(info), info.num_levels)
         encoder_out = d if config.encoder == "deterministic" else 2 * d  # f(x), or (mu(x), log sigma^2(x))
         self.encoder, self.decoder = config.networks(info, encoder_out=encoder_out, decoder_in=d,
                                                      params_per_dim=self.likelihood.params_per_dim)
         # D([z, one_hot(y)]) -> logit: (B, d [+ num_classes]) -> (B, 1); two ReLU layers as in the paper
         label_dim = info.num_classes if config.label_conditioned else 0
         self.discriminator = mlp([d + label_dim, config.disc_hidden_dim, config.disc_hidden_dim, 1])
-
-    @property
-    def input_kind(self) -> str:
-        return self.likelihood.input_kind
 
     @property
     def conditional(self) -> bool:
@@ -159,10 +154,6 @@ class AdversarialAutoencoder(GenerativeModel):
         mean, logvar = h.chunk(2, dim=-1)
         return reparameterize(mean, logvar)
 
-    def log_px_given_z(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x | z): x (B, C, H, W), z (B, d) -> (B,)."""
-        return self.likelihood.log_prob(x, self.decoder(z))
-
     def discriminate(self, z: Tensor, y: Tensor | None, frozen: bool = False) -> Tensor:
         """D's logits (B,) for codes z (B, d) [and labels y (B,)]. ``frozen``: D's weights get no
         gradient (the encoder's turn)."""
@@ -176,10 +167,6 @@ class AdversarialAutoencoder(GenerativeModel):
         self.check_input(x)
         h = self.encoder(x)
         return h if self.config.encoder == "deterministic" else h.chunk(2, dim=-1)[0]
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """The mean of p(x | z) in [0, 1]: (B, C, H, W). The label is unused."""
-        return self.likelihood.mean(self.decoder(z))
 
     # --- objective ----------------------------------------------------------------------------------
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:

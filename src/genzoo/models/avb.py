@@ -45,9 +45,9 @@ from torch import Tensor
 
 from genzoo.adversarial import discriminator_loss, frozen_call
 from genzoo.data import DataInfo
-from genzoo.distributions import draw, pixel_likelihood
-from genzoo.models.base import GenerativeModel, LogLikelihood, Phase, check_positive
-from genzoo.models.vae import PixelLikelihoodConfig
+from genzoo.distributions import draw
+from genzoo.models.base import LogLikelihood, Phase, check_positive
+from genzoo.models.vae import PixelLikelihoodConfig, PixelLikelihoodModel
 from genzoo.networks import ImageEncoder
 
 PHASES = ("discriminator", "model")
@@ -63,7 +63,7 @@ class AVBConfig(PixelLikelihoodConfig):
         check_positive(self, "noise_dim", "disc_hidden_dim")
 
 
-class AVB(GenerativeModel):
+class AVB(PixelLikelihoodModel):
     name = "avb"
     description = ("Adversarial variational Bayes (Mescheder et al. 2017): implicit encoder f(x, eps), "
                    "discriminator T(x, z) estimates the KL term")
@@ -72,7 +72,6 @@ class AVB(GenerativeModel):
     def __init__(self, config: AVBConfig, info: DataInfo):
         super().__init__(config, info)
         d = config.latent_dim
-        self.likelihood = pixel_likelihood(config.resolved_likelihood(info), info.num_levels)
         # f(x, eps): (B, C, H, W), (B, noise_dim) -> (B, d); decoder z (B, d) -> (B, P*C, H, W)
         self.encoder, self.decoder = config.networks(info, encoder_out=d, decoder_in=d,
                                                      params_per_dim=self.likelihood.params_per_dim,
@@ -81,10 +80,6 @@ class AVB(GenerativeModel):
         self.discriminator = ImageEncoder(config.architecture, info.shape, hidden_dim=config.disc_hidden_dim,
                                           out_dim=1, cond_dim=d, channels=config.channels,
                                           num_hidden_layers=config.num_hidden_layers)
-
-    @property
-    def input_kind(self) -> str:
-        return self.likelihood.input_kind
 
     def phases(self) -> list[Phase]:
         model = list(self.encoder.parameters()) + list(self.decoder.parameters())
@@ -109,18 +104,10 @@ class AVB(GenerativeModel):
         out = frozen_call(self.discriminator, x, z) if frozen else self.discriminator(x, z)
         return out.squeeze(1)
 
-    def log_px_given_z(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x | z): x (B, C, H, W), z (B, d) -> (B,)."""
-        return self.likelihood.log_prob(x, self.decoder(z))
-
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """f(x, eps=0): a point summary of the implicit posterior q(z | x) (not its mean): (B, d)."""
         self.check_input(x)
         return self.encoder(x, x.new_zeros(x.shape[0], self.config.noise_dim))
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """The mean of p(x | z) in [0, 1]: (B, C, H, W)."""
-        return self.likelihood.mean(self.decoder(z))
 
     # --- objective ------------------------------------------------------------------------------------
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:

@@ -82,7 +82,7 @@ def check_choice(config: ModelConfig, name: str, choices: tuple[str, ...]) -> No
         raise ValueError(f"{type(config).__name__}.{name}={value!r} is not one of {', '.join(choices)}")
 
 
-def check_labelled(config: ModelConfig, info: DataInfo, model_name: str) -> None:
+def check_labelled(info: DataInfo, model_name: str) -> None:
     """A conditional model needs a dataset with class labels."""
     if info.num_classes == 0:
         raise ValueError(f"{model_name} needs class labels, and dataset {info.name!r} has none; "

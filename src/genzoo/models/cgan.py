@@ -22,7 +22,7 @@ from genzoo.models.dcgan import DCGAN, DCGANConfig
 class CGANConfig(DCGANConfig):
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
-        check_labelled(self, info, "cgan")
+        check_labelled(info, "cgan")
 
 
 class CGAN(DCGAN):

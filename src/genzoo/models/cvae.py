@@ -31,7 +31,7 @@ class CVAEConfig(VAEConfig):
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
         check_choice(self, "prior", ("standard", "learned"))
-        check_labelled(self, info, "cvae")
+        check_labelled(info, "cvae")
 
 
 class CVAE(VAE):

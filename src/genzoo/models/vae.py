@@ -69,22 +69,40 @@ class VAEConfig(PixelLikelihoodConfig):
         check_positive(self, "kl_warmup_steps", allow_zero=True)
 
 
-class VAE(GenerativeModel):
+class PixelLikelihoodModel(GenerativeModel):
+    """A model whose decoder gives the parameters of a pixel likelihood p(x | z) (VAE, AAE, AVB).
+
+    Subclasses build ``self.decoder``: codes (B, d) -> parameters (B, P*C, H, W).
+    """
+
+    def __init__(self, config: PixelLikelihoodConfig, info: DataInfo):
+        super().__init__(config, info)
+        self.likelihood = pixel_likelihood(config.resolved_likelihood(info), info.num_levels)
+
+    @property
+    def input_kind(self) -> str:
+        return self.likelihood.input_kind
+
+    def log_px_given_z(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x | z): x (B, C, H, W), z (B, d) -> (B,)."""
+        return self.likelihood.log_prob(x, self.decoder(z))
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """The mean of p(x | z) in [0, 1]: (B, C, H, W). The label is unused."""
+        return self.likelihood.mean(self.decoder(z))
+
+
+class VAE(PixelLikelihoodModel):
     name = "vae"
     description = "Variational autoencoder (Kingma & Welling 2014): Gaussian encoder, ELBO, optional beta and KL warm-up"
     Config = VAEConfig
 
     def __init__(self, config: VAEConfig, info: DataInfo):
         super().__init__(config, info)
-        self.likelihood = pixel_likelihood(config.resolved_likelihood(info), info.num_levels)
         label_dim = info.num_classes if self.conditional else 0
         self.encoder, self.decoder = config.networks(
             info, encoder_out=2 * config.latent_dim, decoder_in=config.latent_dim + label_dim,
             params_per_dim=self.likelihood.params_per_dim, cond_dim=label_dim)
-
-    @property
-    def input_kind(self) -> str:
-        return self.likelihood.input_kind
 
     # --- the parts of the model ---------------------------------------------------------------
     def one_hot(self, y: Tensor | None) -> Tensor | None:
