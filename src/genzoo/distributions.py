@@ -139,33 +139,36 @@ class DiscretizedLogistic(PixelLikelihood):
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         mean, log_scale = self._mean_log_scale(params)
-        inv_scale = torch.exp(-log_scale)
-        upper = inv_scale * (x - mean + self.half_bin)
-        lower = inv_scale * (x - mean - self.half_bin)
-        log_cdf_upper = upper - F.softplus(upper)  # log sigmoid(upper): mass of the first bin
-        log_survival_lower = -F.softplus(lower)  # log (1 - sigmoid(lower)): mass of the last bin
-        # Middle bins: log(sigmoid(upper) - sigmoid(lower)). Left of the mean it is computed from
-        # the CDFs, right of it from the survival functions, so neither difference underflows:
-        # log a - b = log a + log(1 - exp(log b - log a)).
-        log_cdf_lower = lower - F.softplus(lower)
-        log_survival_upper = -F.softplus(upper)
-        log_mass = torch.where(
-            upper + lower < 0,
-            log_cdf_upper + _log1mexp(log_cdf_lower - log_cdf_upper),
-            log_survival_lower + _log1mexp(log_survival_upper - log_survival_lower),
-        )
-        # When the bin is narrow in units of the scale the difference loses precision in fp32;
-        # there the mass is the density at the bin centre times the bin width.
-        centre = inv_scale * (x - mean)
-        log_density_mass = centre - 2 * F.softplus(centre) - log_scale + math.log(2 * self.half_bin)
-        log_mass = torch.where(upper - lower < 1e-3, log_density_mass, log_mass)
-        log_p = torch.where(
-            x < self.half_bin, log_cdf_upper, torch.where(x > 1 - self.half_bin, log_survival_lower, log_mass)
-        )
-        return sum_except_batch(log_p)
+        return sum_except_batch(discretized_logistic_log_mass(x, mean, log_scale, self.half_bin))
 
     def mean(self, params: Tensor) -> Tensor:
         return self._mean_log_scale(params)[0]
+
+
+def discretized_logistic_log_mass(x: Tensor, mean: Tensor, log_scale: Tensor, half_bin: float) -> Tensor:
+    """Elementwise log mass of the level x in [0, 1] under a logistic(mean, exp(log_scale)) binned
+    to width 2 * half_bin, the first and last bins extended to -inf and +inf (Salimans et al. 2017)."""
+    inv_scale = torch.exp(-log_scale)
+    upper = inv_scale * (x - mean + half_bin)
+    lower = inv_scale * (x - mean - half_bin)
+    log_cdf_upper = upper - F.softplus(upper)  # log sigmoid(upper): mass of the first bin
+    log_survival_lower = -F.softplus(lower)  # log (1 - sigmoid(lower)): mass of the last bin
+    # Middle bins: log(sigmoid(upper) - sigmoid(lower)). Left of the mean it is computed from
+    # the CDFs, right of it from the survival functions, so neither difference underflows:
+    # log a - b = log a + log(1 - exp(log b - log a)).
+    log_cdf_lower = lower - F.softplus(lower)
+    log_survival_upper = -F.softplus(upper)
+    log_mass = torch.where(
+        upper + lower < 0,
+        log_cdf_upper + _log1mexp(log_cdf_lower - log_cdf_upper),
+        log_survival_lower + _log1mexp(log_survival_upper - log_survival_lower),
+    )
+    # When the bin is narrow in units of the scale the difference loses precision in fp32;
+    # there the mass is the density at the bin centre times the bin width.
+    centre = inv_scale * (x - mean)
+    log_density_mass = centre - 2 * F.softplus(centre) - log_scale + math.log(2 * half_bin)
+    log_mass = torch.where(upper - lower < 1e-3, log_density_mass, log_mass)
+    return torch.where(x < half_bin, log_cdf_upper, torch.where(x > 1 - half_bin, log_survival_lower, log_mass))
 
 
 def _log1mexp(a: Tensor) -> Tensor:

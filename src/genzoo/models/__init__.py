@@ -18,7 +18,12 @@ from genzoo.models.iwae import IWAE
 from genzoo.models.vae import VAE
 from genzoo.models.wgan_gp import WGANGP
 
-MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in (AutoEncoder, VAE, CVAE, DVAE, IWAE, AdversarialAutoencoder, AVB, GAN, DCGAN, CGAN, WGANGP)}
+MODEL_CLASSES: list[type[GenerativeModel]] = [
+    AutoEncoder, VAE, CVAE, DVAE, IWAE, AdversarialAutoencoder, AVB, GAN, DCGAN, CGAN, WGANGP,
+]
+# the autoregressive family (one line per module)
+
+MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in MODEL_CLASSES}
 
 __all__ = ["MODELS", "GenerativeModel", "LogLikelihood", "ModelConfig", "Phase", "build_model", "model_class"]
 
