@@ -1,4 +1,4 @@
-"""The ``genzoo`` command: list, train, eval, sample.
+"""The ``genzoo`` command: list, train, eval, sample, inpaint.
 
 Every hyperparameter is a flag generated from the dataclass that defines it (``TrainConfig``
 and the model's own config), so ``genzoo train MODEL --help`` lists each one with its default;
@@ -18,7 +18,7 @@ import types
 import typing
 from pathlib import Path
 
-from genzoo import checkpoint, figures
+from genzoo import checkpoint, figures, inpainting
 from genzoo.data import SPLITS, list_datasets, load_split
 from genzoo.evaluate import SAMPLE_METRICS, fixed_inputs, format_metrics, likelihood_metrics, sample_quality_metrics
 from genzoo.models import MODELS, model_class
@@ -214,10 +214,52 @@ def cmd_sample(args: argparse.Namespace) -> None:
         labels = torch.full((args.n,), args.label, dtype=torch.long)
     elif model.conditional:
         labels = torch.arange(args.n) % model.info.num_classes
-    images = model.sample(args.n, labels, torch.Generator().manual_seed(args.seed))
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    if args.sampler is None:
+        images = model.sample(args.n, labels, generator)
+    elif hasattr(model, "samplers"):
+        images = model.sample(args.n, labels, generator, sampler=args.sampler)
+    else:
+        raise ValueError(f"--sampler chooses how an autoregressive model generates; {model.name} has one sampler")
+    seconds = time.perf_counter() - start
     out = Path(args.out or Path(args.run_dir) / f"samples_seed{args.seed}.png")
     figures.save_image_grid(images, out, nrow=int(max(1, round(args.n**0.5))))
-    print(f"wrote {args.n} samples to {out}")
+    how = f" with the {args.sampler or model.samplers[0]} sampler" if hasattr(model, "samplers") else ""
+    print(f"wrote {args.n} samples to {out} ({seconds:.2f} s{how})")
+
+
+def cmd_inpaint(args: argparse.Namespace) -> None:
+    import torch
+
+    model, config = checkpoint.load_run(Path(args.run_dir))
+    inpainting.check_can_inpaint(model)  # before loading any data
+    data_root = args.data_root or config["train"].get("data_root")
+    info, split = load_split(config["data"]["name"], args.split, data_root)
+    if not 0 <= args.image_index < len(split):
+        raise ValueError(f"--image-index {args.image_index} is out of range: the {args.split} split has "
+                         f"{len(split)} images (0..{len(split) - 1})")
+    x, split, _ = fixed_inputs(split, info, model.input_kind)
+    label = None if split.labels is None else int(split.labels[args.image_index])
+    observed = inpainting.parse_mask(args.mask, *info.shape[1:], seed=args.seed)
+    result = inpainting.inpaint(model, x[args.image_index], observed, args.n, label, args.seed, args.sampler)
+    out = Path(args.out or Path(args.run_dir) / f"inpaint_{args.split}{args.image_index}_{args.mask.replace(':', '')}.png")
+    images = torch.cat([x[args.image_index][None].cpu(), result["masked"][None], result["completions"]])
+    figures.save_image_grid(images, out, nrow=len(images))
+    report = {"run_dir": str(args.run_dir), "split": args.split, "image_index": args.image_index, "mask": args.mask,
+              "n": args.n, "hidden_dims": result["hidden_pixels"],
+              "conditional_nll_nats": result["conditional_nll_nats"], "conditional_exact": result["conditional_exact"],
+              "out": str(out)}
+    if args.json:
+        print(json.dumps(report))
+        return
+    exactness = ("exact: every observed pixel precedes every hidden one in the model's order"
+                 if result["conditional_exact"] else
+                 "not exact: some hidden pixels precede observed ones in the model's order, so each hidden "
+                 "pixel conditions only on the observed pixels before it")
+    print(f"-log p(hidden | observed) = {result['conditional_nll_nats']:.2f} nats over "
+          f"{result['hidden_pixels']} hidden dimensions ({exactness})")
+    print(f"wrote the image, its observed pixels and {args.n} completions to {out}")
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -264,7 +306,22 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     sample.add_argument("--label", type=int, help="class label for conditional models")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", help="PNG file (default: RUN_DIR/samples_seedS.png)")
+    sample.add_argument("--sampler", help="autoregressive models: 'cached' (the default: recompute only what each "
+                                          "new pixel changes) or 'naive' (the whole network per pixel)")
     sample.set_defaults(run=cmd_sample)
+
+    inpaint = commands.add_parser("inpaint", help="fill in hidden pixels of a data image (autoregressive models)")
+    inpaint.add_argument("run_dir", metavar="RUN_DIR")
+    inpaint.add_argument("--image-index", type=int, default=0, help="which image of the split (default: 0)")
+    inpaint.add_argument("--mask", default="bottom-half", help=f"{inpainting.MASK_HELP} (default: bottom-half)")
+    inpaint.add_argument("--n", type=int, default=8, help="completions to draw (default: 8)")
+    inpaint.add_argument("--split", default="test", choices=SPLITS)
+    inpaint.add_argument("--data-root", help="data directory (default: the one the run was trained with)")
+    inpaint.add_argument("--seed", type=int, default=0, help="seeds the completions and a random mask")
+    inpaint.add_argument("--sampler", help="'cached' or 'naive' (default: the model's first)")
+    inpaint.add_argument("--out", help="PNG file: the image, its observed pixels, then the completions")
+    inpaint.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    inpaint.set_defaults(run=cmd_inpaint)
     return parser
 
 

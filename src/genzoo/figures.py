@@ -5,9 +5,9 @@ Three layers, each usable alone:
 - pure image functions: ``image_grid`` turns a batch (N, C, H, W) in [0, 1] into a Pillow image;
   ``save_image_grid`` and ``save_rows`` write PNGs atomically (temp file + ``os.replace``);
 - model figures: ``sample_grid``, ``reconstructions``, ``latent_traversal``, ``interpolation``,
-  ``class_grid``, ``denoising_triples`` return tensors (rows of images) and never write files, so
+  ``class_grid``, ``denoising_triples``, ``completions`` (inpainting) return tensors (rows of images) and never write files, so
   they can be checked numerically. They use only the model protocol (``sample``, optional
-  ``encode``/``decode``/``corrupt``, ``conditional``, ``info``), run under ``torch.no_grad()`` in
+  ``encode``/``decode``/``corrupt``/``complete``, ``conditional``, ``info``), run under ``torch.no_grad()`` in
   eval mode (the previous train/eval flags are restored), and draw randomness only from an
   explicit ``torch.Generator`` seeded from ``seed``: torch's global RNG is never touched;
 - ``write_run_figures`` writes every figure a model supports; ``save_loss_curves`` plots the
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.checkpoint import atomic_write, read_tensors, write_tensors
+from genzoo.inpainting import HIDDEN_GRAY, parse_mask
 from genzoo.models.base import eval_mode
 
 PAD_VALUE = 128  # mid-gray between cells
@@ -417,6 +418,17 @@ def denoising_triples(model: nn.Module, x: Tensor, seed: int = 0, y: Tensor | No
         return [x.detach().float().cpu(), noisy.detach().float().cpu(), _decode(model, model.encode(noisy, y), y)]
 
 
+def completions(model: nn.Module, x: Tensor, y: Tensor | None = None, seed: int = 0) -> list[Tensor]:
+    """[data, observed (hidden half gray), completed] rows for x (B, C, H, W) with its bottom half
+    hidden: the model draws the hidden pixels given the top half (``complete``)."""
+    with _evaluating(model):
+        x = x.to(_device(model))
+        observed = parse_mask("bottom-half", *x.shape[-2:])
+        completed = model.complete(x, observed, _labels(model, y, len(x)), _generator(model, seed))
+        masked = torch.where(observed.to(x.device), x, torch.full_like(x, HIDDEN_GRAY))
+        return [t.detach().float().cpu() for t in (x, masked, completed)]
+
+
 def most_active_dims(model: nn.Module, x: Tensor, y: Tensor | None, n: int) -> list[int]:
     """The ``n`` latent dimensions whose posterior mean varies most over the batch x.
 
@@ -463,4 +475,7 @@ def write_run_figures(
     if hasattr(model, "corrupt") and hasattr(model, "encode") and hasattr(model, "decode"):
         rows = denoising_triples(model, x[:8], seed, None if y is None else y[:8])
         paths.append(save_rows(rows, out_dir / "denoising.png", ["clean", "corrupted", "denoised"]))
+    if hasattr(model, "complete"):
+        rows = completions(model, x[:8], None if y is None else y[:8], seed)
+        paths.append(save_rows(rows, out_dir / "completions.png", ["data", "observed", "completed"]))
     return paths
