@@ -19,7 +19,9 @@ DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
 BINARY = DataInfo("binary_mnist", (1, 28, 28), 10, "binary", 2)
 UNLABELLED = DataInfo("binary_unlabelled", (1, 28, 28), 0, "binary", 2)
 ODD = DataInfo("odd", (1, 6, 6), 0, "binary", 2)
-SMALL = {"latent_dim": 4, "hidden_dim": 32, "num_hidden_layers": 1, "channels": 4}
+SMALL = {"latent_dim": 4, "hidden_dim": 32, "num_hidden_layers": 1, "channels": 4,
+         # the autoregressive family's sizes
+         "num_blocks": 1, "num_layers": 1, "hidden_channels": 4, "output_channels": 8, "hidden_dims": (32,)}
 VAE_FAMILY = sorted(name for name, cls in MODELS.items() if issubclass(cls, VAE))  # ELBO models
 
 
@@ -328,7 +330,7 @@ def test_ae_prior_sampler_decodes_standard_normal_codes(monkeypatch):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_images_of_the_wrong_shape_or_with_nan_pixels_are_refused(name):
     info = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
-    model = build_model(name, info, {"hidden_dim": 16, "latent_dim": 2})
+    model = make(name, info, hidden_dim=16, latent_dim=2)
     y = torch.zeros(4, dtype=torch.long) if model.conditional else None
     with pytest.raises(ValueError, match=r"built for images of shape \(B, 1, 8, 8\).*got \(4, 1, 28, 28\)"):
         model.loss(torch.rand(4, 1, 28, 28), y)

@@ -66,6 +66,11 @@ class DimensionLikelihood:
         raise NotImplementedError
 
 
+def at_least_fp32(t: Tensor) -> Tensor:
+    """bf16/fp16 -> fp32 (likelihoods are computed in fp32 at least); fp32 and fp64 unchanged."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _gumbel(uniform: Tensor) -> Tensor:
     """Standard Gumbel noise from U(0, 1): argmax(logits + gumbel) ~ Categorical(softmax(logits))."""
     tiny = torch.finfo(uniform.dtype).tiny
@@ -96,7 +101,7 @@ class CategoricalDim(DimensionLikelihood):
         return (x * (self.num_levels - 1)).round().long()
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        return F.log_softmax(params.float(), -1).gather(-1, self.index(x).unsqueeze(-1)).squeeze(-1)
+        return F.log_softmax(at_least_fp32(params), -1).gather(-1, self.index(x).unsqueeze(-1)).squeeze(-1)
 
     def sample(self, params: Tensor, uniform: Tensor) -> Tensor:
         return (params + _gumbel(uniform)).argmax(-1).to(params.dtype) / (self.num_levels - 1)
@@ -117,7 +122,7 @@ class LogisticMixtureDim(DimensionLikelihood):
         self.half_bin = 0.5 / (num_levels - 1)
 
     def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logits, means, log_scales = params.float().chunk(3, dim=-1)  # each (..., M)
+        logits, means, log_scales = at_least_fp32(params).chunk(3, dim=-1)  # each (..., M)
         return logits, means, log_scales.clamp(min=self.min_log_scale)
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
@@ -223,10 +228,11 @@ class AutoregressiveModel(GenerativeModel):
         raise NotImplementedError
 
     def dim_log_probs(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """log p(x_i | x_<i [, y]) of every dimension: (B, C, H, W) nats, in fp32."""
+        """log p(x_i | x_<i [, y]) of every dimension: (B, C, H, W) nats, in fp32 (fp64 for a fp64 model)."""
         self.check_input(x)
         y = self.check_labels(y, len(x))
-        return self.likelihood.log_prob(x.float(), self.conditionals(x, y).float())
+        params = at_least_fp32(self.conditionals(x, y))
+        return self.likelihood.log_prob(x.to(params.dtype), params)
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model",
              step: int | None = None) -> dict[str, Tensor]:
@@ -272,7 +278,7 @@ class AutoregressiveModel(GenerativeModel):
         self.check_input(x)
         labels = self.check_labels(labels, len(x))
         keep = observed_mask(observed, x)
-        x = torch.where(keep, x.float(), torch.zeros((), device=x.device)).contiguous()  # hidden: never read before drawn
+        x = torch.where(keep, x.to(self.dtype), torch.zeros((), dtype=self.dtype, device=x.device)).contiguous()  # hidden: never read before drawn
         b, d = len(x), self.info.dim
         # all the noise first: the image depends on the generator, not on the sampler
         uniform = draw(torch.rand, (b, d, self.likelihood.noise_per_dim), generator, x.device)
@@ -296,7 +302,7 @@ class AutoregressiveModel(GenerativeModel):
         for d in self.orders()[component].tolist():
             if not (every_step or hidden[:, d].any()):
                 continue
-            params = step(d).float()  # (B, P)
+            params = at_least_fp32(step(d))  # (B, P)
             value = self.likelihood.sample(params, uniform[:, d])
             flat[:, d] = torch.where(hidden[:, d], value, flat[:, d])
         return x
@@ -305,7 +311,7 @@ class AutoregressiveModel(GenerativeModel):
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
                sampler: str | None = None) -> Tensor:
         """n images (n, C, H, W) drawn dimension by dimension; ``sampler`` from ``samplers``."""
-        x = torch.zeros(n, *self.info.shape, device=self.device)
+        x = torch.zeros(n, *self.info.shape, dtype=self.dtype, device=self.device)
         return self.complete(x, torch.zeros(self.info.shape[1:], dtype=torch.bool), labels, generator, sampler)
 
     @torch.no_grad()
@@ -317,13 +323,14 @@ class AutoregressiveModel(GenerativeModel):
         every cached stepper); D network calls, so only for small images.
         """
         y = self.check_labels(y, len(x))
-        x = x.float().contiguous()
+        x = x.to(self.dtype).contiguous()
         flat = x.view(len(x), -1)
         step = self.stepper(self.check_sampler(sampler), x, y, component)
-        total = torch.zeros(len(x), device=x.device)
+        total = torch.zeros(len(x), dtype=at_least_fp32(x).dtype, device=x.device)
         with eval_mode(self):
             for d in self.orders()[component].tolist():
-                total += self.likelihood.log_prob(flat[:, d], step(d).float())
+                params = at_least_fp32(step(d))
+                total += self.likelihood.log_prob(flat[:, d].to(params.dtype), params)
         return total
 
     @torch.no_grad()
@@ -371,7 +378,10 @@ class PixelOutputHead(nn.Module):
             self.register_buffer("link_mask", mask[:, :, None, None], persistent=False)
 
     def forward(self, features: Tensor, x: Tensor) -> Tensor:
-        out = self.out(features)  # (B, C*P, H, W)
+        return self.add_channel_link(self.out(features), x)
+
+    def add_channel_link(self, out: Tensor, x: Tensor) -> Tensor:
+        """``self.out(features)`` (B, C*P, H, W) plus the link from x's earlier channels -> (B, C, H, W, P)."""
         if self.link is not None:
             out = out + F.conv2d(x, self.link.weight * self.link_mask)
         b, _, h, w = out.shape
@@ -390,8 +400,8 @@ def pixel_stepper(features_at: Callable[[int, int], Tensor], head: PixelOutputHe
     """A stepper for an image model from ``features_at(row, col)`` -> (B, F), the output features
     at one pixel computed from the pixels before it (cached by the model as it sees fit).
 
-    The features are computed once per pixel, at its first channel; each channel's parameters then
-    come from ``head`` with the pixel's channels filled so far.
+    The features and ``head.out`` are computed once per pixel, at its first channel; each channel's
+    parameters then add the link from the pixel's channels filled so far.
     """
     c, h, w = shape
     current: dict[str, Tensor] = {}
@@ -400,8 +410,8 @@ def pixel_stepper(features_at: Callable[[int, int], Tensor], head: PixelOutputHe
         channel, pixel = divmod(d, h * w)
         row, col = divmod(pixel, w)
         if channel == 0:
-            current["features"] = features_at(row, col)[:, :, None, None]  # (B, F, 1, 1)
-        params = head(current["features"], x[:, :, row:row + 1, col:col + 1])  # (B, C, 1, 1, P)
-        return params[:, channel, 0, 0]
+            current["out"] = head.out(features_at(row, col)[:, :, None, None])  # (B, C*P, 1, 1)
+        # each channel adds the link from the channels of this pixel drawn before it
+        return head.add_channel_link(current["out"], x[:, :, row:row + 1, col:col + 1])[:, channel, 0, 0]
 
     return step
