@@ -15,6 +15,10 @@ from genzoo.models.dcgan import DCGAN
 from genzoo.models.dvae import DVAE
 from genzoo.models.gan import GAN
 from genzoo.models.iwae import IWAE
+from genzoo.models.made import MADE
+from genzoo.models.nade import NADE
+from genzoo.models.pixelcnn import GatedPixelCNN, PixelCNN
+from genzoo.models.pixelrnn import PixelRNN
 from genzoo.models.vae import VAE
 from genzoo.models.wgan_gp import WGANGP
 
@@ -22,6 +26,9 @@ MODEL_CLASSES: list[type[GenerativeModel]] = [
     AutoEncoder, VAE, CVAE, DVAE, IWAE, AdversarialAutoencoder, AVB, GAN, DCGAN, CGAN, WGANGP,
 ]
 # the autoregressive family (one line per module)
+MODEL_CLASSES += [NADE, MADE]
+MODEL_CLASSES += [PixelCNN, GatedPixelCNN]
+MODEL_CLASSES += [PixelRNN]
 
 MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in MODEL_CLASSES}
 
