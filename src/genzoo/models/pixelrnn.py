@@ -312,7 +312,7 @@ class PixelRNN(AutoregressiveModel):
 
         Must be called for every pixel in raster order; x is read as the sampler fills it in.
         """
-        b, (_, height, width) = len(x), self.info.shape
+        b, width = len(x), self.info.shape[2]
         like = x.new_zeros(()).to(self.first.weight.dtype)
         caches = [layer.new_cache(b, width, like) for layer in self.layers]
         label = self.label(y) if self.label is not None else 0
