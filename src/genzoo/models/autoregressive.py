@@ -395,6 +395,34 @@ def label_bias(num_classes: int, features: int) -> nn.Embedding:
     return embedding
 
 
+
+class PixelModel(AutoregressiveModel):
+    """An image model: a network of per-pixel features that see only earlier pixels, then the
+    ``PixelOutputHead`` (PixelCNN, Gated PixelCNN, PixelRNN).
+
+    Subclasses build ``self.head`` and define ``features`` (the whole image in one pass) and
+    ``cached_features`` (one pixel at a time, from caches); the conditionals and both samplers follow.
+    """
+
+    samplers = ("cached", "naive")
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, F, H, W); the features at a pixel depend only on the pixels before it."""
+        raise NotImplementedError
+
+    def cached_features(self, x: Tensor, y: Tensor | None) -> Callable[[int, int], Tensor]:
+        """``features_at(row, col)`` -> (B, F), called for every pixel in raster order while x is filled in."""
+        raise NotImplementedError
+
+    def conditionals(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.features(x, y), x)  # (B, C, H, W, P)
+
+    def stepper(self, sampler: str, x: Tensor, y: Tensor | None, component: int = 0) -> Stepper:
+        if sampler != "cached":
+            return super().stepper(sampler, x, y, component)
+        return pixel_stepper(self.cached_features(x, y), self.head, x, self.info.shape)
+
+
 def pixel_stepper(features_at: Callable[[int, int], Tensor], head: PixelOutputHead, x: Tensor,
                   shape: tuple[int, int, int]) -> Stepper:
     """A stepper for an image model from ``features_at(row, col)`` -> (B, F), the output features

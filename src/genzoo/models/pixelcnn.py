@@ -59,11 +59,9 @@ from genzoo.masked import MaskedConv2d
 from genzoo.models.autoregressive import (
     AR_LIKELIHOODS,
     AutoregressiveConfig,
-    AutoregressiveModel,
+    PixelModel,
     PixelOutputHead,
-    Stepper,
     label_bias,
-    pixel_stepper,
 )
 from genzoo.models.base import ModelConfig, check_positive
 
@@ -123,11 +121,10 @@ class ResidualBlock(nn.Module):
         return x + self.expand(F.relu(t))  # the residual, added once
 
 
-class PixelCNN(AutoregressiveModel):
+class PixelCNN(PixelModel):
     name = "pixelcnn"
     description = "PixelCNN (van den Oord et al. 2016): masked convolutions, residual blocks, exact likelihood"
     Config = PixelCNNConfig
-    samplers = ("cached", "naive")
 
     def __init__(self, config: PixelCNNConfig, info: DataInfo):
         super().__init__(config, info)
@@ -146,15 +143,7 @@ class PixelCNN(AutoregressiveModel):
             t = block(t, y)
         return F.relu(self.conv_out(F.relu(t)))  # (B, F, H, W)
 
-    def conditionals(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.head(self.features(x, y), x)  # (B, C, H, W, P)
-
     # --- cached sampling ----------------------------------------------------------------------------
-    def stepper(self, sampler: str, x: Tensor, y: Tensor | None, component: int = 0) -> Stepper:
-        if sampler != "cached":
-            return super().stepper(sampler, x, y, component)
-        return pixel_stepper(self.cached_features(x, y), self.head, x, self.info.shape)
-
     @torch.no_grad()
     def cached_features(self, x: Tensor, y: Tensor | None) -> Callable[[int, int], Tensor]:
         """``features_at(row, col)`` -> (B, F): the network at one pixel, each layer at that position only.
@@ -273,11 +262,10 @@ class GatedLayer(nn.Module):
         return v_out, h_out, None if self.skip is None else self.skip(gated)
 
 
-class GatedPixelCNN(AutoregressiveModel):
+class GatedPixelCNN(PixelModel):
     name = "gated-pixelcnn"
     description = "Gated PixelCNN (van den Oord et al. 2016): vertical and horizontal stacks, no blind spot"
     Config = GatedPixelCNNConfig
-    samplers = ("cached", "naive")
 
     def __init__(self, config: GatedPixelCNNConfig, info: DataInfo):
         super().__init__(config, info)
@@ -302,15 +290,7 @@ class GatedPixelCNN(AutoregressiveModel):
         out = skips if self.config.skip else h  # (B, h, H, W)
         return F.relu(self.conv_out(F.relu(out)))  # (B, F, H, W)
 
-    def conditionals(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.head(self.features(x, y), x)  # (B, C, H, W, P)
-
     # --- cached sampling ----------------------------------------------------------------------------
-    def stepper(self, sampler: str, x: Tensor, y: Tensor | None, component: int = 0) -> Stepper:
-        if sampler != "cached":
-            return super().stepper(sampler, x, y, component)
-        return pixel_stepper(self.cached_features(x, y), self.head, x, self.info.shape)
-
     @torch.no_grad()
     def cached_features(self, x: Tensor, y: Tensor | None) -> Callable[[int, int], Tensor]:
         """``features_at(row, col)`` -> (B, F), called for every pixel in raster order.

@@ -75,11 +75,9 @@ from genzoo.masked import MaskedConv2d
 from genzoo.models.autoregressive import (
     AR_LIKELIHOODS,
     AutoregressiveConfig,
-    AutoregressiveModel,
+    PixelModel,
     PixelOutputHead,
-    Stepper,
     label_bias,
-    pixel_stepper,
 )
 from genzoo.models.base import ModelConfig, check_choice, check_positive
 
@@ -269,11 +267,10 @@ class DiagonalBiLSTM(nn.Module):
 
 
 # --- the model -----------------------------------------------------------------------------------
-class PixelRNN(AutoregressiveModel):
+class PixelRNN(PixelModel):
     name = "pixelrnn"
     description = "PixelRNN (van den Oord et al. 2016): Row LSTM or Diagonal BiLSTM layers, exact likelihood"
     Config = PixelRNNConfig
-    samplers = ("cached", "naive")
 
     def __init__(self, config: PixelRNNConfig, info: DataInfo):
         super().__init__(config, info)
@@ -297,15 +294,7 @@ class PixelRNN(AutoregressiveModel):
             u = layer(u, x)  # (B, 2h, H, W)
         return self.output(u)  # (B, F, H, W)
 
-    def conditionals(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.head(self.features(x, y), x)  # (B, C, H, W, P)
-
     # --- cached sampling ----------------------------------------------------------------------------
-    def stepper(self, sampler: str, x: Tensor, y: Tensor | None, component: int = 0) -> Stepper:
-        if sampler != "cached":
-            return super().stepper(sampler, x, y, component)
-        return pixel_stepper(self.cached_features(x, y), self.head, x, self.info.shape)
-
     @torch.no_grad()
     def cached_features(self, x: Tensor, y: Tensor | None) -> Callable[[int, int], Tensor]:
         """``features_at(row, col)`` -> (B, F): one position of every layer (see the module docstring).
