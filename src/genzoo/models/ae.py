@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genzoo.data import DataInfo
-from genzoo.distributions import draw, sum_except_batch
+from genzoo.distributions import draw, sum_pixels
 from genzoo.models.base import GenerativeModel, ModelConfig, check_choice, check_positive
 from genzoo.networks import ImageDecoder, ImageEncoder, check_architecture
 
@@ -88,9 +88,9 @@ class AutoEncoder(GenerativeModel):
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
         logits = self.decoder(self.encode(x))
         if self.config.reconstruction == "bce":
-            recon = sum_except_batch(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
+            recon = sum_pixels(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
         else:
-            recon = sum_except_batch((torch.sigmoid(logits) - x) ** 2)
+            recon = sum_pixels((torch.sigmoid(logits) - x) ** 2)
         return {"loss": recon, "recon": recon}
 
     @torch.no_grad()

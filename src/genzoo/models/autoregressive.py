@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data import DataInfo
-from genzoo.distributions import discretized_logistic_log_mass, draw
+from genzoo.distributions import bernoulli_log_prob, discretized_logistic_log_mass, draw
 from genzoo.models.base import GenerativeModel, LogLikelihood, check_choice, check_labelled, check_positive, eval_mode
 
 AR_LIKELIHOODS = ("bernoulli", "categorical", "logistic_mixture")
@@ -78,12 +78,12 @@ def _gumbel(uniform: Tensor) -> Tensor:
 
 
 class BernoulliDim(DimensionLikelihood):
-    """Binary x from one logit: log p = -BCE(logit, x); x = [u < sigmoid(logit)]."""
+    """Binary x from one logit: log p = log sigmoid((2x - 1) logit); x = [u < sigmoid(logit)]."""
 
     name, input_kind, params_per_dim, noise_per_dim = "bernoulli", "binary", 1, 1
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        return -F.binary_cross_entropy_with_logits(params[..., 0], x, reduction="none")
+        return bernoulli_log_prob(x, params[..., 0])
 
     def sample(self, params: Tensor, uniform: Tensor) -> Tensor:
         return (uniform[..., 0] < torch.sigmoid(params[..., 0])).to(params.dtype)

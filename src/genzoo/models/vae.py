@@ -129,11 +129,7 @@ class VAE(PixelLikelihoodModel):
 
     def log_px_given_z(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(x | z [, y]): x (B, C, H, W), z (..., B, d) -> (..., B)."""
-        params = self.decoder_params(z, y)  # (..., B, P*C, H, W)
-        lead = params.shape[:-3]  # (..., B)
-        x = x.expand(*lead, *x.shape[1:])
-        log_p = self.likelihood.log_prob(x.reshape(-1, *x.shape[-3:]), params.reshape(-1, *params.shape[-3:]))
-        return log_p.reshape(lead)
+        return self.likelihood.log_prob(x, self.decoder_params(z, y))  # x broadcasts over the leading dims
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The posterior mean of z: (B, d)."""
