@@ -453,6 +453,18 @@ def test_gaussian_log_prob_equals_torch_normal():
     torch.testing.assert_close(Gaussian().log_prob(x, params), reference, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("likelihood", [Bernoulli(), Gaussian(), DiscretizedLogistic(256)], ids=lambda lik: lik.name)
+def test_pixel_likelihood_broadcasts_x_over_leading_sample_dims(likelihood):
+    # params (S, B, P*C, H, W) for S samples of z per image; x (B, C, H, W) is shared by all S
+    g = gen(2)
+    params = torch.randn(4, 3, likelihood.params_per_dim, 5, 5, generator=g, dtype=F64)
+    x = (torch.rand(3, 1, 5, 5, generator=g, dtype=F64) * 255).round() / 255
+    if likelihood.input_kind == "binary":
+        x = (x > 0.5).to(F64)
+    per_sample = torch.stack([likelihood.log_prob(x, p) for p in params])  # (S, B)
+    torch.testing.assert_close(likelihood.log_prob(x, params), per_sample, rtol=1e-12, atol=1e-12)
+
+
 # --- 6. CVAE with a learned prior -------------------------------------------------------------------------
 def test_cvae_learned_prior_kl_equals_monte_carlo():
     torch.manual_seed(0)
