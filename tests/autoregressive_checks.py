@@ -7,14 +7,15 @@ import torch
 from genzoo.models.autoregressive import AutoregressiveModel
 
 
-def input_gradients(model: AutoregressiveModel, x: torch.Tensor, y: torch.Tensor | None, d: int) -> torch.Tensor:
+def input_gradients(model: AutoregressiveModel, x: torch.Tensor, y: torch.Tensor | None, d: int,
+                    component: int = 0) -> torch.Tensor:
     """|d params_d / d x| summed over the batch and parameters: (D,), one entry per input dimension.
 
     x is continuous here (the network is a function of real inputs), so the gradient shows exactly
     which inputs the conditional of dimension d reads.
     """
     x = x.clone().requires_grad_(True)
-    params = model.conditionals(x, y).flatten(1, 3)[:, d]  # (B, P)
+    params = model.conditionals(x, y, component).flatten(1, 3)[:, d]  # (B, P)
     (grad,) = torch.autograd.grad(params.float().sum(), x, allow_unused=True)
     if grad is None:
         return torch.zeros(x[0].numel())
@@ -33,7 +34,7 @@ def check_autoregressive(model: AutoregressiveModel, y: torch.Tensor | None = No
     order = model.orders()[component].tolist()
     seen = []
     for position, d in enumerate(order):
-        grad = input_gradients(model, x, y, d)
+        grad = input_gradients(model, x, y, d, component)
         later = order[position:]
         assert grad[later].max() == 0, f"dimension {d} (step {position}) reads dimension(s) " \
                                        f"{[j for j in later if grad[j] > 0]} at or after it"

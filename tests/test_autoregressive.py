@@ -55,7 +55,7 @@ class FullyVisibleSigmoidBelief(AutoregressiveModel):
         self.register_buffer("mask", mask)
         self.label = torch.nn.Embedding(max(info.num_classes, 1), d * p)
 
-    def conditionals(self, x, y=None):
+    def conditionals(self, x, y=None, component=0):
         out = self.linear(x.flatten(1), self.mask)  # (B, D*P)
         if y is not None:
             out = out + self.label(y)

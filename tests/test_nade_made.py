@@ -64,22 +64,6 @@ def randomise(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-class OneMaskSet:
-    """MADE seen through mask set k alone: what ``check_autoregressive`` reads (conditionals, orders)."""
-
-    def __init__(self, model: MADE, k: int):
-        self.model, self.k, self.info = model, k, model.info
-
-    def eval(self):
-        return self.model.eval()
-
-    def orders(self):
-        return self.model.orders()
-
-    def conditionals(self, x, y=None):
-        return self.model.conditionals(x, y, component=self.k)
-
-
 # --- the autoregressive property ---------------------------------------------------------------------
 @pytest.mark.parametrize("info, config", [
     (BINARY, {}), (BINARY, {"ordering": "random"}), (RGB, {}), (LABELLED, {"class_conditional": True}),
@@ -103,7 +87,7 @@ def test_every_made_mask_set_is_autoregressive(info, config):
     assert orders.shape == (3, info.dim) and not torch.equal(orders[1], orders[2])
     assert torch.equal(orders[0], model.order)  # set 0 keeps raster (sub-pixel) order
     for k in range(3):
-        reads = check_autoregressive(OneMaskSet(model, k), labels(info, 2), component=k)
+        reads = check_autoregressive(model, labels(info, 2), component=k)
         if config.get("hidden_dims") != (8,):
             assert reads == list(range(info.dim)), k  # >= D - 1 units per layer: every degree is present,
             paths = mask_paths(model.masks(k))  # so every output is wired to every earlier input
@@ -142,6 +126,16 @@ def test_check_masks_rejects_a_leaking_mask_set():
         check_masks(dense, order)
     with pytest.raises(ValueError, match="do not fit"):
         check_masks(masks[1:], order)
+
+
+@pytest.mark.parametrize("build, components", [(lambda: made(orderings=3), 3), (nade, 1)], ids=["made", "nade"])
+def test_a_mixture_component_that_does_not_exist_is_refused(build, components):
+    model, x = build(), torch.zeros(2, *BINARY.shape)
+    for sampler in model.samplers:
+        with pytest.raises(ValueError, match=f"{components} mixture component.*component {components} does not exist"):
+            model.stepper(sampler, x, None, components)
+    with pytest.raises(ValueError, match="component -1 does not exist"):
+        model.dim_log_probs(x, component=-1)
 
 
 def test_made_refuses_to_build_with_masks_that_leak(monkeypatch):

@@ -223,15 +223,23 @@ class AutoregressiveModel(GenerativeModel):
         return self.likelihood.params_per_dim
 
     # --- one pass: every conditional -------------------------------------------------------------
-    def conditionals(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """(B, C, H, W) inputs -> (B, C, H, W, P) parameters; entry i depends only on x before i."""
+    def conditionals(self, x: Tensor, y: Tensor | None = None, component: int = 0) -> Tensor:
+        """(B, C, H, W) inputs -> (B, C, H, W, P) parameters; entry i depends only on x before i in
+        the order ``orders()[component]`` of mixture component ``component`` (most models have one)."""
         raise NotImplementedError
 
-    def dim_log_probs(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """log p(x_i | x_<i [, y]) of every dimension: (B, C, H, W) nats, in fp32 (fp64 for a fp64 model)."""
+    def check_component(self, component: int) -> int:
+        count = len(self.orders())
+        if not 0 <= component < count:
+            raise ValueError(f"{self.name} has {count} mixture component(s) (orders); component {component} does not exist")
+        return component
+
+    def dim_log_probs(self, x: Tensor, y: Tensor | None = None, component: int = 0) -> Tensor:
+        """log p_k(x_i | x_<i [, y]) of every dimension under component k: (B, C, H, W) nats, in fp32
+        (fp64 for a fp64 model)."""
         self.check_input(x)
         y = self.check_labels(y, len(x))
-        params = at_least_fp32(self.conditionals(x, y))
+        params = at_least_fp32(self.conditionals(x, y, self.check_component(component)))
         return self.likelihood.log_prob(x.to(params.dtype), params)
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model",
@@ -257,7 +265,8 @@ class AutoregressiveModel(GenerativeModel):
         """
         if sampler != "naive":
             raise ValueError(f"{self.name} has no {sampler!r} sampler; choose one of: {', '.join(self.samplers)}")
-        return lambda d: self.conditionals(x, y).flatten(1, 3)[:, d]
+        component = self.check_component(component)
+        return lambda d: self.conditionals(x, y, component).flatten(1, 3)[:, d]
 
     def check_sampler(self, sampler: str | None) -> str:
         sampler = sampler or self.samplers[0]
@@ -414,12 +423,14 @@ class PixelModel(AutoregressiveModel):
         """``features_at(row, col)`` -> (B, F), called for every pixel in raster order while x is filled in."""
         raise NotImplementedError
 
-    def conditionals(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def conditionals(self, x: Tensor, y: Tensor | None = None, component: int = 0) -> Tensor:
+        self.check_component(component)  # one order: component 0
         return self.head(self.features(x, y), x)  # (B, C, H, W, P)
 
     def stepper(self, sampler: str, x: Tensor, y: Tensor | None, component: int = 0) -> Stepper:
         if sampler != "cached":
             return super().stepper(sampler, x, y, component)
+        self.check_component(component)  # one order: component 0
         return pixel_stepper(self.cached_features(x, y), self.head, x, self.info.shape)
 
 

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from genzoo.data import DataInfo
 from genzoo.masked import MaskedLinear
-from genzoo.models.autoregressive import (AutoregressiveConfig, AutoregressiveModel, Stepper, at_least_fp32, label_bias,
+from genzoo.models.autoregressive import (AutoregressiveConfig, AutoregressiveModel, Stepper, label_bias,
                                           observed_mask, observed_precede_hidden, raster_order)
 from genzoo.models.base import LogLikelihood, ModelConfig, eval_mode
 
@@ -212,11 +212,6 @@ class MADE(AutoregressiveModel):
         """A dimension's mask row for each of its P output units: (D, n) -> (D*P, n)."""
         return mask if self.params_per_dim == 1 else mask.repeat_interleave(self.params_per_dim, 0)
 
-    def check_component(self, component: int) -> int:
-        if not 0 <= component < self.num_sets:
-            raise ValueError(f"{self.name} has {self.num_sets} mask set(s); component {component} does not exist")
-        return component
-
     # --- one pass: every conditional of one mask set ---------------------------------------------
     def conditionals(self, x: Tensor, y: Tensor | None = None, component: int = 0) -> Tensor:
         """(B, C, H, W) -> (B, C, H, W, P): the conditionals of mask set ``component``.
@@ -237,13 +232,6 @@ class MADE(AutoregressiveModel):
         if self.labels is not None:
             out = out + self.labels[-1](y)
         return out.reshape(b, *self.info.shape, self.params_per_dim)
-
-    def dim_log_probs(self, x: Tensor, y: Tensor | None = None, component: int = 0) -> Tensor:
-        """log p_k(x_i | x_<i [, y]) of every dimension under mask set k: (B, C, H, W) nats, in fp32 (fp64 for a fp64 model)."""
-        self.check_input(x)
-        y = self.check_labels(y, len(x))
-        params = at_least_fp32(self.conditionals(x, y, component))
-        return self.likelihood.log_prob(x.to(params.dtype), params)
 
     def set_log_likelihoods(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """log p_k(x) of every mask set: (K, B) nats, one network pass each."""
@@ -283,11 +271,9 @@ class MADE(AutoregressiveModel):
 
     # --- one dimension at a time -----------------------------------------------------------------
     def stepper(self, sampler: str, x: Tensor, y: Tensor | None, component: int = 0) -> Stepper:
-        k = self.check_component(component)
-        if sampler == "naive":
-            return lambda d: self.conditionals(x, y, k).flatten(1, 3)[:, d]
         if sampler != "cached":
-            return super().stepper(sampler, x, y, component)  # names the valid samplers
+            return super().stepper(sampler, x, y, component)  # naive, or names the valid samplers
+        k = self.check_component(component)
         flat, dtype, p = x.view(len(x), -1), self.out.weight.dtype, self.params_per_dim  # flat: (B, D), filled in place
         order = self.mask_orders[k].tolist()
         masks = [getattr(self, f"masks_{layer}")[k] for layer in range(len(self.hidden))]

@@ -113,7 +113,8 @@ class NADE(AutoregressiveModel):
         c = self.c.expand(batch, -1)
         return c if self.label is None else c + self.label(y)
 
-    def conditionals(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def conditionals(self, x: Tensor, y: Tensor | None = None, component: int = 0) -> Tensor:
+        self.check_component(component)  # one order: component 0
         b, d = len(x), self.info.dim
         xo = x.reshape(b, -1).to(self.W.dtype)[:, self.order]  # (B, D) in generation order
         # 1. a_i = c + sum_{j<i} W[:, j] x_j for every position i at once
@@ -129,6 +130,7 @@ class NADE(AutoregressiveModel):
     def stepper(self, sampler: str, x: Tensor, y: Tensor | None, component: int = 0) -> Stepper:
         if sampler != "cached":
             return super().stepper(sampler, x, y, component)
+        self.check_component(component)  # one order: component 0
         flat = x.view(len(x), -1)  # (B, D), filled in place by the caller
         order = self.order.tolist()
         state = {"a": self.hidden_bias(y, len(x)), "i": 0}  # a_i (B, H) and the next position i
