@@ -37,6 +37,11 @@ RECIPES: dict[str, list[str]] = {
     "vae-long": ["vae", "--epochs", "80", "--batch-size", "100", "--latent-dim", "32", "--lr-schedule", "cosine"],
     "iwae-long": ["iwae", "--epochs", "45", "--batch-size", "100", "--hidden-dim", "200", "--latent-dim", "50",
                   "--set", "k=50", "--precision", "bf16", "--lr-schedule", "cosine"],
+    # about 100 minutes each, one thread beside the other
+    "vae-conv": ["vae", "--epochs", "100", "--batch-size", "100", "--architecture", "conv", "--channels", "64",
+                 "--latent-dim", "32", "--precision", "bf16", "--lr-schedule", "cosine"],
+    "iwae-batch20": ["iwae", "--epochs", "36", "--batch-size", "20", "--hidden-dim", "200", "--latent-dim", "50",
+                     "--set", "k=50", "--lr-schedule", "cosine"],
 }
 
 
