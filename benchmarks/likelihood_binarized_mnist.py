@@ -48,13 +48,14 @@ RECIPES: dict[str, list[str]] = {
 def run_recipe(name: str, data_root: str, out_dir: Path, iw_samples: int) -> dict:
     run_dir = out_dir / name
     # the NLL comes from `genzoo eval` below; sample quality is benchmarks/sample_quality_mnist.py's
+    no_evaluation = ["--eval-iw-samples", "0", "--eval-metrics", ""]
     args = ["train", *RECIPES[name], "--data", "binarized_mnist", "--data-root", data_root, "--out", str(run_dir),
-            "--eval-iw-samples", "0", "--eval-metrics", ""]  # the last four: no evaluation inside training
+            *no_evaluation]
     if (run_dir / "metrics.json").exists():
         print(f"{name}: already trained in {run_dir}; evaluating it again")
     elif (run_dir / TRAIN_STATE_FILE).exists():  # a long recipe stopped part-way: continue it
         print(f"{name}: resuming the run in {run_dir}")
-        if genzoo(["train", RECIPES[name][0], "--out", str(run_dir), "--resume", *args[-4:]]) != 0:
+        if genzoo(["train", RECIPES[name][0], "--out", str(run_dir), "--resume", *no_evaluation]) != 0:
             raise SystemExit(f"recipe {name} failed to resume")
     elif genzoo(args) != 0:
         raise SystemExit(f"recipe {name} failed to train")

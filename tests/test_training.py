@@ -41,9 +41,12 @@ def test_resume_gives_the_same_weights_as_one_uninterrupted_run(tmp_path, archit
     n = 25
     config = {**TINY, "architecture": architecture, "channels": 4}
     train("vae", tmp_path / "straight", config, max_steps=2 * n, batch_size=64, log_every=10)
-    train("vae", tmp_path / "resumed", config, max_steps=n, batch_size=64, log_every=10)
+    _, first_part = train("vae", tmp_path / "resumed", config, max_steps=n, batch_size=64, log_every=10)
     _, summary = train("vae", tmp_path / "resumed", resume=True, max_steps=2 * n)
     assert summary["steps"] == 2 * n
+    # the run's training time counts both processes, not only the resumed one
+    saved_seconds = read_tensors(tmp_path / "resumed" / checkpoint.TRAIN_STATE_FILE)[1]["train_seconds"]
+    assert first_part["seconds"] < saved_seconds and summary["seconds"] >= saved_seconds
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
     rows = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
     assert rows[-1].startswith(f"{2 * n},")  # the log continued where it stopped

@@ -199,6 +199,8 @@ class Trainer:
         self.images = self.train_split.images.to(self.accelerator.device)
         self.labels = None if self.train_split.labels is None else self.train_split.labels.to(self.accelerator.device)
         self.step = 0
+        self.seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
+        self.fit_started: float | None = None
         if resume:
             self.load_state()
         if self.is_main:  # on resume too: the length of training may have changed
@@ -232,7 +234,7 @@ class Trainer:
                         desc=f"{self.model_name} on {config.data}", dynamic_ncols=True,
                         mininterval=progress_interval())
         tick, examples, first_step = time.perf_counter(), 0, self.step
-        started = tick
+        self.fit_started = tick
         while self.step < self.total_steps:
             epoch, batch_index = divmod(self.step, self.steps_per_epoch)
             if batch_index == 0 or self.step == first_step:
@@ -283,7 +285,12 @@ class Trainer:
             self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
             self.save_state()
         return {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
-                "seconds": time.perf_counter() - started, "warnings": self.warnings}
+                "seconds": self.train_seconds(), "warnings": self.warnings}
+
+    def train_seconds(self) -> float:
+        """Wall-clock training time of the whole run, across resumes."""
+        started = self.fit_started
+        return self.seconds_before + (0.0 if started is None else time.perf_counter() - started)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Model inputs (B, C, H, W) and labels (B,) or None for training examples ``idx``."""
@@ -329,7 +336,8 @@ class Trainer:
         skeleton = checkpoint.flatten_state(
             {"optimizers": [o.state_dict() for o in self.optimizers],
              "schedulers": [s.state_dict() for s in self.schedulers]}, "state", tensors)
-        meta = {"step": self.step, "model": self.model_name, "world_size": self.world, "state": skeleton}
+        meta = {"step": self.step, "model": self.model_name, "world_size": self.world, "state": skeleton,
+                "train_seconds": self.train_seconds()}
         checkpoint.write_tensors(self.out / checkpoint.TRAIN_STATE_FILE, tensors, meta)
         checkpoint.write_tensors(self.out / checkpoint.MODEL_FILE, self.final_model.state_dict())
 
@@ -357,6 +365,7 @@ class Trainer:
         for scheduler, saved in zip(self.schedulers, state["schedulers"]):
             scheduler.load_state_dict(saved)
         self.step = meta["step"]
+        self.seconds_before = meta.get("train_seconds", 0.0)  # absent from states written before it was kept
 
 
 class RunningLog:
