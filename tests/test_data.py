@@ -270,6 +270,22 @@ def test_subset_is_fixed_and_says_so():
         train.subset(0)
 
 
+def test_hold_out_splits_off_the_subset_and_keeps_the_rest_disjoint():
+    _, train = load_split("digits", "train")
+    kept, held = train.hold_out(100)
+    assert torch.equal(held.images, train.subset(100).images) and torch.equal(held.labels, train.subset(100).labels)
+    assert len(kept) + len(held) == len(train)
+    def counted(images):  # each distinct image with its count: equal multisets of images
+        return torch.unique(images.flatten(1), dim=0, return_counts=True)
+
+    for a, b in zip(counted(torch.cat([kept.images, held.images])), counted(train.images)):
+        assert torch.equal(a, b)
+    assert "held out for model selection: fixed random 100 of 1,257 (seed 0)" in held.source
+    for n in (0, len(train)):
+        with pytest.raises(ValueError, match="cannot hold out"):
+            train.hold_out(n)
+
+
 def test_split_rejects_mismatched_labels():
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         Split(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), "train", "x")

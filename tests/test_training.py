@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genzoo import checkpoint
+from genzoo import checkpoint, training
 from genzoo.checkpoint import CheckpointError, load_run, read_tensors
 from genzoo.data import load_split
 from genzoo.evaluate import fixed_inputs
@@ -72,6 +72,41 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, 
     monkeypatch.setattr(VAE, "loss", original)
     train("vae", tmp_path / "resumed", resume=True)
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_model_selection_keeps_the_best_held_out_weights_and_stops_when_out_of_patience(tmp_path, monkeypatch):
+    # Scripted held-out scores: the best is the 2nd checkpoint; patience 2 stops after the 4th.
+    scores = iter([5.0, 3.0, 4.0, 3.5, 1.0])
+    monkeypatch.setattr(training, "likelihood_metrics", lambda *args, **kwargs: {"nll_nats": next(scores)})
+    options = dict(epochs=10, batch_size=64, holdout=200, patience=2)
+    _, summary = train("vae", tmp_path / "selected", TINY, **options)
+    steps_per_epoch = (1257 - 200) // 64
+    assert summary["steps"] == 4 * steps_per_epoch and summary["selection"]["stopped_early"]
+    assert summary["selection"]["best_step"] == 2 * steps_per_epoch and summary["selection"]["best_nats"] == 3.0
+    rows = (tmp_path / "selected" / training.SELECTION_FILE).read_text().splitlines()
+    assert len(rows) == 1 + 4 and rows[2].startswith(f"{2 * steps_per_epoch},2,3.0,3.0,")
+    # model.safetensors holds the weights of epoch 2: those of the same run stopped there
+    monkeypatch.undo()
+    train("vae", tmp_path / "two_epochs", TINY, **{**options, "epochs": 2, "patience": 0})
+    assert_same_weights(tmp_path / "two_epochs", tmp_path / "selected")
+
+
+def test_model_selection_resumes_to_the_same_choice(tmp_path):
+    # real held-out ELBOs this time; the best weights and the scores so far travel in the train state
+    options = dict(batch_size=64, holdout=200, lr=3e-3)
+    train("vae", tmp_path / "straight", TINY, epochs=4, **options)
+    train("vae", tmp_path / "resumed", TINY, epochs=2, **options)
+    train("vae", tmp_path / "resumed", resume=True, epochs=4)
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    straight, resumed = ((tmp_path / run / training.SELECTION_FILE).read_text() for run in ("straight", "resumed"))
+    assert straight == resumed and len(straight.splitlines()) == 1 + 4
+
+
+def test_model_selection_needs_a_likelihood_and_patience_needs_a_holdout(tmp_path):
+    with pytest.raises(ValueError, match="gan has none"):
+        train("gan", tmp_path / "gan", max_steps=1, holdout=100)
+    with pytest.raises(ValueError, match="set holdout too"):
+        train("vae", tmp_path / "vae", max_steps=1, patience=3)
 
 
 def test_epoch_shards_are_disjoint_equal_and_cover_the_epoch():

@@ -169,6 +169,8 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int, eval_metrics: l
     metrics = {"model": trainer.model_name, "data": trainer.config.data, "train_steps": summary["steps"],
                "train_epochs": summary["epochs"], "train_seconds": summary["seconds"],
                "final_train_terms": summary["last"], "training_warnings": summary["warnings"]}
+    if "selection" in summary:  # the weights evaluated below are the held-out best, not the last
+        metrics["selection"] = summary["selection"]
     if iw_samples <= 0:
         eval_metrics = [m for m in eval_metrics if m != "nll"]
     metrics.update(run_metrics(model, test, info, eval_metrics, iw_samples, trainer.config.data_root))
@@ -181,6 +183,10 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int, eval_metrics: l
     written += [progress] if progress else []
     print(f"trained {trainer.model_name} on {trainer.config.data}: {summary['steps']} steps "
           f"({summary['epochs']:.1f} epochs) -> {out}")
+    if "selection" in summary:
+        best = summary["selection"]
+        print(f"selected the weights of step {best['best_step']} (epoch {best['best_epoch']:.1f}): best held-out "
+              f"score {best['best_nats']:.2f} nats on {best['holdout']:,} held-out training examples")
     if eval_metrics:
         print(format_metrics(metrics))
     print("wrote: " + ", ".join(p.name for p in [*written, *([curves] if curves else [])]) + ", metrics.json")

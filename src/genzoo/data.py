@@ -138,6 +138,21 @@ class Split:
         source = f"{self.source}; fixed random subset of {limit} of {n} (seed {SPLIT_SEED})"
         return Split(self.images[index], labels, self.split, source)
 
+    def hold_out(self, n: int) -> tuple[Split, Split]:
+        """(the rest, ``n`` held-out examples): the held-out part is ``subset(n)``, the rest is disjoint."""
+        total = len(self)
+        if not 1 <= n < total:
+            raise ValueError(f"cannot hold out {n} of the {total:,} {self.split} examples: choose 1 to {total - 1}")
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(SPLIT_SEED))
+        held, kept = order[:n].sort().values, order[n:].sort().values
+
+        def part(index: Tensor, what: str) -> Split:
+            labels = None if self.labels is None else self.labels[index.to(self.labels.device)]
+            return Split(self.images[index.to(self.images.device)], labels, self.split, f"{self.source}; {what}")
+
+        what = f"fixed random {n:,} of {total:,} (seed {SPLIT_SEED})"
+        return part(kept, f"minus the held-out {what}"), part(held, f"held out for model selection: {what}")
+
 
 # --- file readers ------------------------------------------------------------------------------
 def _read_bytes(path: Path) -> bytes:

@@ -9,6 +9,13 @@ Determinism: the data order depends only on (seed, epoch) and the model's noise 
 (seed, process, step) (the global RNG is re-seeded every step), so stopping and resuming gives
 the same weights as an uninterrupted run.
 
+Model selection (``holdout``): a fixed random part of the training split is held out, never
+trained on, and scored at every checkpoint by the model's likelihood (the ELBO, an importance-
+weighted bound, or the exact NLL); ``model.safetensors`` keeps the weights with the best score
+and ``patience`` stops training once it has not improved for that many checkpoints. This is the
+early stopping on a validation set that published likelihoods assume, without touching the
+split that ``eval`` reports (the validation file stands in for an absent test file).
+
 Multi-player models (GANs, adversarial autoencoders) return several ``Phase``s; each has its own
 optimizer and schedule, and each iteration runs every phase's updates in order on one batch.
 """
@@ -33,14 +40,15 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from genzoo import checkpoint
-from genzoo.data import DATASETS, load_split, prepare
-from genzoo.evaluate import batches, fixed_inputs, progress_interval
+from genzoo.data import DATASETS, DataInfo, Split, load_split, prepare
+from genzoo.evaluate import batches, fixed_inputs, likelihood_metrics, progress_interval
 from genzoo.models import build_model, model_class
-from genzoo.models.base import GenerativeModel, ModelConfig
+from genzoo.models.base import GenerativeModel, ModelConfig, eval_mode
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 PRECISIONS = ("fp32", "bf16")
 LOG_FILE = "log.csv"
+SELECTION_FILE = "selection.csv"  # one row per held-out score
 WARN_AFTER_ROWS = 3  # a model's symptom is reported once it shows in this many log rows in a row
 WARNING_NUMBERS = re.compile(r"[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?")  # ignored when matching repeats
 
@@ -63,6 +71,9 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; evaluation always runs in fp32)
     log_every: int = 50  # steps between log rows
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
+    holdout: int = 0  # training examples held out to select the weights on (see Trainer.select); 0 = keep the last
+    holdout_iw_samples: int = 1  # importance samples of the held-out score (1: the ELBO of a latent model)
+    patience: int = 0  # stop after this many held-out scores without a new best; 0 = train to the end
 
     def validate(self) -> None:
         if self.data not in DATASETS:
@@ -74,11 +85,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"TrainConfig.{name}={value!r} must be >= 1")
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "checkpoint_every"):
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "checkpoint_every", "holdout", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"TrainConfig.ema_decay={self.ema_decay!r} must be in [0, 1)")
+        if self.holdout_iw_samples < 1:
+            raise ValueError(f"TrainConfig.holdout_iw_samples={self.holdout_iw_samples!r} must be >= 1")
+        if self.patience and not self.holdout:
+            raise ValueError("TrainConfig.patience needs a held-out set to score: set holdout too (e.g. 10000)")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig.lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
         if self.precision not in PRECISIONS:
@@ -159,11 +174,16 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
 
         self.info, self.train_split = load_split(config.data, "train", config.data_root)
+        self.holdout_split = None
+        if config.holdout:
+            self.train_split, self.holdout_split = self.train_split.hold_out(config.holdout)
         set_seed(config.seed)  # the initial weights: the same on every process
         model = build_model(model_name, self.info, model_config)
         self.model_name = model_name
         if model.conditional and self.train_split.labels is None:
             raise ValueError(f"{model_name} is conditional and dataset {config.data!r} has no labels")
+        if self.holdout_split is not None:
+            check_scorable(model, self.holdout_split, self.info)
 
         self.steps_per_epoch = len(self.train_split) // (config.batch_size * self.world)
         if self.steps_per_epoch == 0:
@@ -201,6 +221,7 @@ class Trainer:
         self.step = 0
         self.seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
         self.fit_started: float | None = None
+        self.best = Selection()
         if resume:
             self.load_state()
         if self.is_main:  # on resume too: the length of training may have changed
@@ -274,18 +295,56 @@ class Trainer:
             end_of_epoch = self.step % self.steps_per_epoch == 0
             due = self.step % config.checkpoint_every == 0 if config.checkpoint_every else end_of_epoch
             if due or self.step == self.total_steps:
+                out_of_patience = self.select() if self.holdout_split is not None else False
                 self.save_state()
                 if self.is_main:
                     for callback in self.callbacks:
                         callback(self)
+                if out_of_patience:
+                    if self.is_main:
+                        tqdm.write(f"genzoo: stopping at step {self.step}: no better held-out score for "
+                                   f"{config.patience} checkpoints (best {self.best.nats:.2f} nats at step "
+                                   f"{self.best.step})", file=sys.stderr)
+                    break
         progress.close()
 
+        if self.best.weights is not None:  # from here on (pictures, evaluation) the selected weights
+            self.final_model.load_state_dict(self.best.weights)
         if hasattr(self.unwrapped, "fit_after_training"):
             x, split, _ = fixed_inputs(self.train_split, self.info, self.unwrapped.input_kind)
             self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
-            self.save_state()
-        return {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
-                "seconds": self.train_seconds(), "warnings": self.warnings}
+            self.save_model()
+        summary = {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
+                   "seconds": self.train_seconds(), "warnings": self.warnings}
+        if self.holdout_split is not None:
+            summary["selection"] = {"holdout": len(self.holdout_split), "holdout_source": self.holdout_split.source,
+                                    "iw_samples": config.holdout_iw_samples, "best_nats": self.best.nats,
+                                    "best_step": self.best.step, "best_epoch": self.best.step / self.steps_per_epoch,
+                                    "stopped_early": self.step < self.total_steps}
+        return summary
+
+    def select(self) -> bool:
+        """Score the held-out examples; keep the weights when they are the best so far.
+
+        Every process scores the whole held-out set (same weights, same seeded noise: the same
+        number), so all of them agree on stopping without communicating. The noise generator is
+        re-seeded for every score, so successive checkpoints are compared on the same draws.
+        Returns whether ``patience`` has run out.
+        """
+        model = self.final_model
+        metrics = likelihood_metrics(model, self.holdout_split, self.info, self.config.holdout_iw_samples)
+        nats = metrics["nll_nats"]
+        if nats < self.best.nats:
+            weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best = Selection(nats, self.step, 0, weights)
+        else:
+            self.best.checks_since += 1
+        if self.is_main:
+            with open(self.out / SELECTION_FILE, "a", newline="") as f:
+                if f.tell() == 0:
+                    f.write("step,epoch,holdout_nats,best_nats,best_step\n")
+                f.write(f"{self.step},{self.step / self.steps_per_epoch:g},{nats},{self.best.nats},{self.best.step}\n")
+        return bool(self.config.patience) and self.best.checks_since >= self.config.patience
 
     def train_seconds(self) -> float:
         """Wall-clock training time of the whole run, across resumes."""
@@ -336,10 +395,19 @@ class Trainer:
         skeleton = checkpoint.flatten_state(
             {"optimizers": [o.state_dict() for o in self.optimizers],
              "schedulers": [s.state_dict() for s in self.schedulers]}, "state", tensors)
+        if self.best.weights is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best.weights.items()})
         meta = {"step": self.step, "model": self.model_name, "world_size": self.world, "state": skeleton,
-                "train_seconds": self.train_seconds()}
+                "train_seconds": self.train_seconds(),
+                "selection": {"nats": self.best.nats, "step": self.best.step, "checks_since": self.best.checks_since}}
         checkpoint.write_tensors(self.out / checkpoint.TRAIN_STATE_FILE, tensors, meta)
-        checkpoint.write_tensors(self.out / checkpoint.MODEL_FILE, self.final_model.state_dict())
+        self.save_model()
+
+    def save_model(self) -> None:
+        """Write the weights to use: the best held-out ones when selecting, else the final ones."""
+        if self.is_main:
+            weights = self.best.weights if self.best.weights is not None else self.final_model.state_dict()
+            checkpoint.write_tensors(self.out / checkpoint.MODEL_FILE, weights)
 
     def load_state(self) -> None:
         path = self.out / checkpoint.TRAIN_STATE_FILE
@@ -366,6 +434,31 @@ class Trainer:
             scheduler.load_state_dict(saved)
         self.step = meta["step"]
         self.seconds_before = meta.get("train_seconds", 0.0)  # absent from states written before it was kept
+        if self.holdout_split is not None and "selection" in meta:
+            best = part("best.")
+            self.best = Selection(meta["selection"]["nats"], meta["selection"]["step"],
+                                  meta["selection"]["checks_since"], best or None)
+
+
+@dataclass
+class Selection:
+    """The best held-out score so far, where it was reached, and the weights that reached it."""
+
+    nats: float = math.inf
+    step: int = 0
+    checks_since: int = 0  # held-out scores since the best
+    weights: dict[str, torch.Tensor] | None = None
+
+
+def check_scorable(model: GenerativeModel, holdout: Split, info: DataInfo) -> None:
+    """Refuse model selection for a model without a likelihood (GANs): there is nothing to score."""
+    x, split, _ = fixed_inputs(holdout, info, model.input_kind, limit=1)
+    labels = split.labels if model.conditional else None
+    with torch.no_grad(), eval_mode(model):
+        score = model.log_likelihood(x, labels)
+    if score.value is None:
+        raise ValueError(f"holdout: model selection scores the held-out likelihood, and {model.name} has none "
+                         f"({score.reason}); train without --holdout")
 
 
 class RunningLog:
