@@ -14,6 +14,7 @@ from genzoo.data import DataInfo
 from genzoo.distributions import gaussian_kl, reparameterize
 from genzoo.models import MODELS, build_model, model_class
 from genzoo.models.vae import VAE
+from genzoo.networks import ACTIVATIONS, mlp
 
 DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
 BINARY = DataInfo("binary_mnist", (1, 28, 28), 10, "binary", 2)
@@ -151,6 +152,25 @@ def test_models_run_in_float64(name):
     assert model.sample(3, labels_for(model, y[:3]), gen(0)).dtype == torch.float64
 
 
+def test_a_gated_hidden_layer_is_values_times_sigmoid_gates():
+    torch.manual_seed(0)
+    net = mlp([3, 4, 2], ACTIVATIONS["gated"]).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    first, last = net[0], net[2]
+    values, gates = first.weight[:4] @ x.T + first.bias[:4, None], first.weight[4:] @ x.T + first.bias[4:, None]
+    expected = last.weight @ (values * (1 / (1 + torch.exp(-gates)))) + last.bias[:, None]  # (2, 5)
+    torch.testing.assert_close(net(x), expected.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "gated"])
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_every_activation_trains_the_autoencoder_family(activation, architecture):
+    model = make("vae", BINARY, architecture=architecture, activation=activation)
+    x, _ = batch(BINARY)
+    model.loss(x)["loss"].mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 # --- config validation ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("overrides, info, field", [
@@ -158,7 +178,8 @@ def test_models_run_in_float64(name):
     ({"hidden_dim": -1}, DIGITS, "hidden_dim"),
     ({"architecture": "x"}, DIGITS, "architecture"),
     ({"architecture": "conv"}, ODD, "architecture"),
-], ids=["latent_dim=0", "hidden_dim=-1", "architecture=x", "conv-on-6x6"])
+    ({"activation": "swish"}, DIGITS, "activation"),
+], ids=["latent_dim=0", "hidden_dim=-1", "architecture=x", "conv-on-6x6", "activation=swish"])
 def test_invalid_shared_config_raises_naming_the_field(name, overrides, info, field):
     if not set(overrides) <= config_fields(name):
         pytest.skip(f"{name} has no {', '.join(overrides)} option")

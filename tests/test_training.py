@@ -109,6 +109,16 @@ def test_model_selection_needs_a_likelihood_and_patience_needs_a_holdout(tmp_pat
         train("vae", tmp_path / "vae", max_steps=1, patience=3)
 
 
+def test_a_run_can_start_from_the_weights_of_another_model(tmp_path):
+    train("vae", tmp_path / "vae", TINY, max_steps=3)
+    iwae = Trainer("iwae", {**TINY, "k": 5}, TrainConfig(max_steps=3, init_from=str(tmp_path / "vae")), tmp_path / "iwae")
+    for key, value in weights(tmp_path / "vae").items():
+        torch.testing.assert_close(iwae.unwrapped.state_dict()[key], value, rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors does not hold weights of model 'vae'.*wrong shape"):
+        Trainer("vae", {**TINY, "hidden_dim": 16}, TrainConfig(max_steps=3, init_from=str(tmp_path / "vae")),
+                tmp_path / "other")
+
+
 def test_epoch_shards_are_disjoint_equal_and_cover_the_epoch():
     n, batch, world = 1000, 16, 3
     shards = [epoch_shard(n, batch, epoch=2, seed=7, rank=r, world=world) for r in range(world)]

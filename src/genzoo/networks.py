@@ -20,14 +20,20 @@ import torch
 from torch import Tensor, nn
 
 ARCHITECTURES = ("mlp", "conv")
+# Hidden units of the MLPs by name. "gated" is the gated linear unit h = (W x + b) * sigmoid(V x + c)
+# (Dauphin et al. 2017), the hidden layer of Tomczak & Welling's VampPrior VAEs: nn.GLU halves a
+# linear layer of twice the width.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gated": nn.GLU}
 
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+    widen = 2 if activation is nn.GLU else 1  # GLU's input: the values and their gates
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
+        hidden = i < len(sizes) - 2
+        layers.append(nn.Linear(n_in, widen * n_out if hidden else n_out))
+        if hidden:
             layers.append(activation())
     return nn.Sequential(*layers)
 
@@ -39,7 +45,9 @@ def check_quarterable(shape: tuple[int, int, int], networks: str) -> None:
         raise ValueError(f"{networks}: height and width must be divisible by 4, got {h}x{w}")
 
 
-def check_architecture(architecture: str, shape: tuple[int, int, int]) -> None:
+def check_architecture(architecture: str, shape: tuple[int, int, int], activation: str = "relu") -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
     if architecture == "conv":
@@ -50,9 +58,9 @@ class ImageEncoder(nn.Module):
     """x (B, C, H, W) and an optional condition (B, cond_dim) -> features (B, out_dim)."""
 
     def __init__(self, architecture: str, shape: tuple[int, int, int], hidden_dim: int, out_dim: int,
-                 cond_dim: int = 0, channels: int = 32, num_hidden_layers: int = 2):
+                 cond_dim: int = 0, channels: int = 32, num_hidden_layers: int = 2, activation: str = "relu"):
         super().__init__()
-        check_architecture(architecture, shape)
+        check_architecture(architecture, shape, activation)
         c, h, w = shape
         if architecture == "mlp":
             self.features = nn.Flatten()
@@ -66,7 +74,7 @@ class ImageEncoder(nn.Module):
             )
             feature_dim = 2 * channels * (h // 4) * (w // 4)
             head_sizes = [feature_dim + cond_dim, hidden_dim, out_dim]
-        self.head = mlp(head_sizes)
+        self.head = mlp(head_sizes, ACTIVATIONS[activation])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         h = self.features(x)
@@ -79,19 +87,20 @@ class ImageDecoder(nn.Module):
     """z (B, in_dim) -> per-pixel parameters (B, params_per_dim * C, H, W)."""
 
     def __init__(self, architecture: str, shape: tuple[int, int, int], hidden_dim: int, in_dim: int,
-                 params_per_dim: int = 1, channels: int = 32, num_hidden_layers: int = 2):
+                 params_per_dim: int = 1, channels: int = 32, num_hidden_layers: int = 2,
+                 activation: str = "relu"):
         super().__init__()
-        check_architecture(architecture, shape)
+        check_architecture(architecture, shape, activation)
         c, h, w = shape
         self.out_shape = (params_per_dim * c, h, w)
         if architecture == "mlp":
             self.net = nn.Sequential(
-                mlp([in_dim] + [hidden_dim] * num_hidden_layers + [params_per_dim * c * h * w]),
+                mlp([in_dim] + [hidden_dim] * num_hidden_layers + [params_per_dim * c * h * w], ACTIVATIONS[activation]),
                 nn.Unflatten(1, self.out_shape),
             )
         else:
             self.net = nn.Sequential(
-                mlp([in_dim, hidden_dim, 2 * channels * (h // 4) * (w // 4)]), nn.ReLU(),
+                mlp([in_dim, hidden_dim, 2 * channels * (h // 4) * (w // 4)], ACTIVATIONS[activation]), nn.ReLU(),
                 nn.Unflatten(1, (2 * channels, h // 4, w // 4)),
                 nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1), nn.ReLU(),  # (B, ch, H/2, W/2)
                 nn.ConvTranspose2d(channels, params_per_dim * c, 4, stride=2, padding=1),  # (B, P*C, H, W)

@@ -68,6 +68,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 = off
     seed: int = 0  # initial weights, data order and noise
+    init_from: str | None = None  # a run directory whose weights start this run (e.g. an IWAE from a trained VAE)
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; evaluation always runs in fp32)
     log_every: int = 50  # steps between log rows
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
@@ -179,6 +180,10 @@ class Trainer:
             self.train_split, self.holdout_split = self.train_split.hold_out(config.holdout)
         set_seed(config.seed)  # the initial weights: the same on every process
         model = build_model(model_name, self.info, model_config)
+        if config.init_from:
+            path = Path(config.init_from) / checkpoint.MODEL_FILE
+            checkpoint.load_state_dict_checked(model, checkpoint.read_tensors(path)[0], path,
+                                               f"model {model_name!r} as configured here")
         self.model_name = model_name
         if model.conditional and self.train_split.labels is None:
             raise ValueError(f"{model_name} is conditional and dataset {config.data!r} has no labels")

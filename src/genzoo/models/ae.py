@@ -33,16 +33,18 @@ class AutoencoderConfig(ModelConfig):
     latent_dim: int = 16  # dimensions of z
     hidden_dim: int = 512  # width of the hidden layers
     num_hidden_layers: int = 2  # per MLP encoder/decoder
+    activation: str = "relu"  # hidden units of the MLP layers: "relu" | "tanh" | "gated" (gated linear units)
     architecture: str = "mlp"  # "mlp" | "conv"
     channels: int = 32  # first conv layer's channels (architecture="conv")
 
     def validate(self, info: DataInfo) -> None:
         check_positive(self, "latent_dim", "hidden_dim", "num_hidden_layers", "channels")
-        check_architecture(self.architecture, info.shape)
+        check_architecture(self.architecture, info.shape, self.activation)
 
     def networks(self, info: DataInfo, encoder_out: int, decoder_in: int, params_per_dim: int,
                  cond_dim: int = 0) -> tuple[ImageEncoder, ImageDecoder]:
-        kw = dict(hidden_dim=self.hidden_dim, channels=self.channels, num_hidden_layers=self.num_hidden_layers)
+        kw = dict(hidden_dim=self.hidden_dim, channels=self.channels, num_hidden_layers=self.num_hidden_layers,
+                  activation=self.activation)
         return (ImageEncoder(self.architecture, info.shape, out_dim=encoder_out, cond_dim=cond_dim, **kw),
                 ImageDecoder(self.architecture, info.shape, in_dim=decoder_in, params_per_dim=params_per_dim, **kw))
 
