@@ -72,7 +72,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; evaluation always runs in fp32)
     log_every: int = 50  # steps between log rows
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
-    holdout: int = 0  # training examples held out to select the weights on (see Trainer.select); 0 = keep the last
+    holdout: int = 0  # training examples held out, never trained on, to score each checkpoint; the best is kept; 0 = off
     holdout_iw_samples: int = 1  # importance samples of the held-out score (1: the ELBO of a latent model)
     patience: int = 0  # stop after this many held-out scores without a new best; 0 = train to the end
 
