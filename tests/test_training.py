@@ -221,13 +221,15 @@ def test_an_existing_output_directory_is_refused(tmp_path):
 def test_two_processes_train_on_disjoint_shards_and_only_the_main_process_writes(tmp_path, model):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the VAE also selects on held-out examples: every process scores them, only the main one writes
+    selection = ["--holdout", "200", "--checkpoint-every", "2", "--patience", "5"] if model == "vae" else []
     result = subprocess.run(
         # accelerate's --cpu launcher needs MPI for several processes; --multi_gpu starts them with
         # torch.distributed, and on this GPU-less machine genzoo runs them on the CPU with gloo.
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genzoo", "train", model, "--out", str(out),
          "--max-steps", "6", "--batch-size", "32", "--hidden-dim", "16", "--latent-dim", "2", "--log-every", "3",
-         "--eval-iw-samples", "2"],
+         "--eval-iw-samples", "2", *selection],
         capture_output=True, text=True, env=env, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -237,6 +239,8 @@ def test_two_processes_train_on_disjoint_shards_and_only_the_main_process_writes
     assert len(rows) == 3  # one header and two rows: only one process wrote the log
     assert result.stdout.count(f"trained {model} on digits") == 1  # and only one reported
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    if selection:
+        assert len((out / training.SELECTION_FILE).read_text().splitlines()) == 1 + 3  # checkpoints 2, 4, 6
 
 
 def test_bf16_and_fp32_runs_share_one_process(tmp_path):
