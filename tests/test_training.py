@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,10 @@ def test_a_run_can_start_from_the_weights_of_another_model(tmp_path):
     with pytest.raises(CheckpointError, match=r"model\.safetensors does not hold weights of model 'vae'.*wrong shape"):
         Trainer("vae", {**TINY, "hidden_dim": 16}, TrainConfig(max_steps=3, init_from=str(tmp_path / "vae")),
                 tmp_path / "other")
+    # once started, the run stands on its own: resuming it no longer reads the other run
+    iwae.fit()
+    shutil.rmtree(tmp_path / "vae")
+    assert train("iwae", tmp_path / "iwae", resume=True, max_steps=6)[1]["steps"] == 6
 
 
 def test_epoch_shards_are_disjoint_equal_and_cover_the_epoch():

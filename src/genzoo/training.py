@@ -180,7 +180,7 @@ class Trainer:
             self.train_split, self.holdout_split = self.train_split.hold_out(config.holdout)
         set_seed(config.seed)  # the initial weights: the same on every process
         model = build_model(model_name, self.info, model_config)
-        if config.init_from:
+        if config.init_from and not resume:  # a resumed run's own state replaces these weights below
             path = Path(config.init_from) / checkpoint.MODEL_FILE
             checkpoint.load_state_dict_checked(model, checkpoint.read_tensors(path)[0], path,
                                                f"model {model_name!r} as configured here")
@@ -403,8 +403,9 @@ class Trainer:
         if self.best.weights is not None:
             tensors.update({f"best.{k}": v for k, v in self.best.weights.items()})
         meta = {"step": self.step, "model": self.model_name, "world_size": self.world, "state": skeleton,
-                "train_seconds": self.train_seconds(),
-                "selection": {"nats": self.best.nats, "step": self.best.step, "checks_since": self.best.checks_since}}
+                "train_seconds": self.train_seconds()}
+        if self.best.weights is not None:
+            meta["selection"] = {"nats": self.best.nats, "step": self.best.step, "checks_since": self.best.checks_since}
         checkpoint.write_tensors(self.out / checkpoint.TRAIN_STATE_FILE, tensors, meta)
         self.save_model()
 
@@ -440,9 +441,8 @@ class Trainer:
         self.step = meta["step"]
         self.seconds_before = meta.get("train_seconds", 0.0)  # absent from states written before it was kept
         if self.holdout_split is not None and "selection" in meta:
-            best = part("best.")
             self.best = Selection(meta["selection"]["nats"], meta["selection"]["step"],
-                                  meta["selection"]["checks_since"], best or None)
+                                  meta["selection"]["checks_since"], part("best."))
 
 
 @dataclass
