@@ -194,6 +194,8 @@ def test_invalid_shared_config_raises_naming_the_field(name, overrides, info, fi
     ("vae", {"likelihood": "discretized_logistic"}, DataInfo("c", (1, 8, 8), 0, "continuous", None), "likelihood"),
     ("vae", {"beta": 0.0}, DIGITS, "beta"),
     ("vae", {"kl_warmup_steps": -1}, DIGITS, "kl_warmup_steps"),
+    ("iwae", {"beta": 4.0}, DIGITS, "beta"),
+    ("iwae", {"kl_warmup_steps": 100}, DIGITS, "kl_warmup_steps"),
     ("iwae", {"k": 0}, DIGITS, r"\bk\b"),
     ("cvae", {"prior": "nope"}, DIGITS, "prior"),
     ("cvae", {}, UNLABELLED, "label"),

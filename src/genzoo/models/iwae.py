@@ -31,6 +31,9 @@ class IWAEConfig(VAEConfig):
     def validate(self, info) -> None:
         super().validate(info)
         check_positive(self, "k")
+        if self.beta != 1.0 or self.kl_warmup_steps:  # inherited from the VAE's config, meaningless here
+            raise ValueError(f"iwae trains the k-sample bound, which has no KL term to weight: beta={self.beta} and "
+                             f"kl_warmup_steps={self.kl_warmup_steps} must stay 1 and 0")
 
 
 class IWAE(VAE):
