@@ -132,26 +132,28 @@ class Split:
             return self
         if limit < 1:
             raise ValueError(f"subset limit must be positive, got {limit}")
-        generator = torch.Generator().manual_seed(SPLIT_SEED)
-        index = torch.randperm(n, generator=generator)[:limit].sort().values.to(self.images.device)
-        labels = None if self.labels is None else self.labels[index]
-        source = f"{self.source}; fixed random subset of {limit} of {n} (seed {SPLIT_SEED})"
-        return Split(self.images[index], labels, self.split, source)
+        return self.take(split_order(n)[:limit], f"fixed random subset of {limit} of {n} (seed {SPLIT_SEED})")
 
     def hold_out(self, n: int) -> tuple[Split, Split]:
         """(the rest, ``n`` held-out examples): the held-out part is ``subset(n)``, the rest is disjoint."""
         total = len(self)
         if not 1 <= n < total:
             raise ValueError(f"cannot hold out {n} of the {total:,} {self.split} examples: choose 1 to {total - 1}")
-        order = torch.randperm(total, generator=torch.Generator().manual_seed(SPLIT_SEED))
-        held, kept = order[:n].sort().values, order[n:].sort().values
-
-        def part(index: Tensor, what: str) -> Split:
-            labels = None if self.labels is None else self.labels[index.to(self.labels.device)]
-            return Split(self.images[index.to(self.images.device)], labels, self.split, f"{self.source}; {what}")
-
+        order = split_order(total)
         what = f"fixed random {n:,} of {total:,} (seed {SPLIT_SEED})"
-        return part(kept, f"minus the held-out {what}"), part(held, f"held out for model selection: {what}")
+        return (self.take(order[n:], f"minus the held-out {what}"),
+                self.take(order[:n], f"held out for model selection: {what}"))
+
+    def take(self, index: Tensor, what: str) -> Split:
+        """The examples at ``index`` (kept in their original order); ``what`` is added to the source."""
+        index = index.sort().values.to(self.images.device)
+        labels = None if self.labels is None else self.labels[index]
+        return Split(self.images[index], labels, self.split, f"{self.source}; {what}")
+
+
+def split_order(n: int) -> Tensor:
+    """The one fixed permutation of ``n`` examples that every carved split and subset takes from."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
 
 
 # --- file readers ------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ def _standard_splits(train: Arrays, valid: Arrays | None, test: Arrays | None) -
     n = len(images)
     if valid is None:
         n_valid = round(n * VALID_FRACTION)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+        order = split_order(n)
         held, kept = order[:n_valid].sort().values, order[n_valid:].sort().values
         held_out = f"a fixed random {VALID_FRACTION:.0%} held out for validation (seed {SPLIT_SEED})"
         valid = (
@@ -332,7 +334,7 @@ def _load_digits(data_root: str | None, download: bool) -> dict[str, Arrays]:
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8) levels 0..16
     labels = torch.from_numpy(digits.target.astype(np.int64))  # (1797,)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    order = split_order(len(images))
     parts = {"test": order[:360], "valid": order[360:540], "train": order[540:]}
     splits = {}
     for split, index in parts.items():
