@@ -62,6 +62,14 @@ RECIPES: dict[str, list[str]] = {
                              "--hidden-dim", "300", "--latent-dim", "40", "--activation", "gated", "--set", "k=50",
                              "--lr", "1e-4", "--lr-schedule", "cosine", "--precision", "bf16", "--holdout", "10000",
                              "--holdout-iw-samples", "50", "--patience", "10"],
+    # vae-gated-cosine and iwae-gated-finetuned with the VampPrior (500 pseudo-inputs) in place of N(0, I)
+    "vae-vamp-cosine": ["vae", "--epochs", "300", "--batch-size", "100", "--hidden-dim", "300", "--latent-dim", "40",
+                        "--activation", "gated", "--set", "prior=vamp", "--lr", "5e-4", "--lr-schedule", "cosine",
+                        "--set", "kl_warmup_steps=40000", "--holdout", "10000", "--patience", "50"],
+    "iwae-vamp-finetuned": ["iwae", "--init-from", "{runs}/vae-vamp-cosine", "--epochs", "40", "--batch-size", "100",
+                            "--hidden-dim", "300", "--latent-dim", "40", "--activation", "gated", "--set", "prior=vamp",
+                            "--set", "k=50", "--lr", "1e-4", "--lr-schedule", "cosine", "--precision", "bf16",
+                            "--holdout", "10000", "--holdout-iw-samples", "50", "--patience", "10"],
     # the gated network trained on the k=50 bound from the start, cosine learning rate (several hours here)
     "iwae-gated-cosine": ["iwae", "--epochs", "300", "--batch-size", "100", "--hidden-dim", "300", "--latent-dim", "40",
                           "--activation", "gated", "--set", "k=50", "--lr", "5e-4", "--lr-schedule", "cosine",

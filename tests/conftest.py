@@ -11,7 +11,7 @@ from genzoo.cli import main
 # Small enough to train, evaluate and draw every figure in about a second on a CPU.
 TINY_FLAGS = ["--max-steps", "20", "--hidden-dim", "32", "--latent-dim", "4", "--eval-iw-samples", "5"]
 # The options a model needs beyond TINY_FLAGS to exercise its own path.
-MODEL_FLAGS = {"cvae": ["--set", "prior=learned"], "iwae": ["--set", "k=3"]}
+MODEL_FLAGS = {"cvae": ["--set", "prior=learned"], "iwae": ["--set", "k=3", "--set", "prior=vamp", "--set", "pseudo_inputs=10"]}
 
 
 @pytest.fixture(scope="session")

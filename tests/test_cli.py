@@ -104,7 +104,7 @@ def test_train_help_lists_every_option_with_its_default(capsys, model, own_flag,
 # --- train --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["ae", "vae", "cvae", "dvae", "iwae"])
 def test_train_writes_a_complete_run_directory(tiny_run, model):
-    run_dir = tiny_run(model)  # 20 steps on digits; cvae with a learned prior, iwae with k=3
+    run_dir = tiny_run(model)  # 20 steps on digits; cvae with a learned prior, iwae with k=3 and a VampPrior
     files = {p.name for p in run_dir.iterdir()}
     expected = RUN_FILES | LATENT_FIGURES
     expected |= {"class_grid.png"} if model == "cvae" else set()
@@ -120,7 +120,7 @@ def test_train_writes_a_complete_run_directory(tiny_run, model):
     if model == "cvae":
         assert config["model_config"]["prior"] == "learned"
     if model == "iwae":
-        assert config["model_config"]["k"] == 3
+        assert config["model_config"]["k"] == 3 and config["model_config"]["prior"] == "vamp"
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train_steps"] == 20 and metrics["split"] == "test" and metrics["num_examples"] == 360

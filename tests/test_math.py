@@ -5,7 +5,9 @@
 - reparameterised gradients == analytic, score-function (REINFORCE) and finite-difference ones;
 - the IWAE surrogate: value -L_k, gradient sum_i w~_i grad log w_i with the weights detached;
 - the pixel likelihoods are normalised and equal their textbook formulas;
-- the CVAE's learned prior enters its KL; beta and the KL warm-up weight only the training loss.
+- the CVAE's learned prior enters its KL; beta and the KL warm-up weight only the training loss;
+- the VampPrior is a normalised mixture density, sampled from correctly, and the bounds above
+  hold under it (the 1-D checks run for both priors).
 
 Monte Carlo checks compare within a few standard errors (fixed seeds, so they are deterministic);
 exact identities are checked in float64 to ~1e-10.
@@ -26,6 +28,8 @@ from genzoo.distributions import (
     DiscretizedLogistic,
     Gaussian,
     gaussian_kl,
+    gaussian_log_prob,
+    gaussian_mixture_log_prob,
     log_mean_exp,
     reparameterize,
 )
@@ -110,12 +114,14 @@ def test_gaussian_kl_is_zero_iff_q_equals_p():
 GRID = torch.linspace(-12.0, 12.0, 20_001, dtype=F64)  # z grid for the 1-D latent
 
 
-@pytest.fixture(scope="module")
-def vae_1d():
+@pytest.fixture(scope="module", params=["standard", "vamp"])
+def vae_1d(request):
     """An untrained VAE with a 1-D latent whose decoder is made sharp (weights x3), so that the
-    posterior is narrow while q(z|x) (an untrained encoder) is close to the prior: far from it."""
+    posterior is narrow while q(z|x) (an untrained encoder) is close to the prior: far from it.
+    Once with p(z) = N(0, 1), once with a VampPrior of 5 pseudo-inputs."""
     torch.manual_seed(0)
-    model = build_model("vae", TOY, {"latent_dim": 1, "hidden_dim": 16}).double()
+    model = build_model("vae", TOY, {"latent_dim": 1, "hidden_dim": 16, "prior": request.param,
+                                     "pseudo_inputs": 5}).double()
     with torch.no_grad():
         for layer in model.decoder.modules():
             if isinstance(layer, torch.nn.Linear):
@@ -124,10 +130,19 @@ def vae_1d():
     return model, x
 
 
+def log_prior_on_grid(model, grid: Tensor) -> Tensor:
+    """log p(z) at each grid point, (G,): N(0, 1) written out, or the VampPrior's mixture summed
+    component by component (independently of the model's matmul expansion)."""
+    if model.config.prior == "standard":
+        return Normal(0.0, 1.0).log_prob(grid)
+    means, logvars = model.posterior(model.pseudo_inputs())  # (K, 1) each
+    return log_mean_exp(normal(means.T, logvars.T).log_prob(grid.unsqueeze(1)), 1)
+
+
 def log_joint_on_grid(model, x: Tensor, grid: Tensor) -> Tensor:
-    """log p(x | z) + log N(z; 0, 1) at each grid point: (G, B)."""
+    """log p(x | z) + log p(z) at each grid point: (G, B)."""
     z = grid.reshape(-1, 1, 1).expand(-1, x.shape[0], 1)  # (G, B, 1)
-    return model.log_px_given_z(x, z) + Normal(0.0, 1.0).log_prob(grid).unsqueeze(1)
+    return model.log_px_given_z(x, z) + log_prior_on_grid(model, grid).unsqueeze(1)
 
 
 def quadrature_log_px(model, x: Tensor, grid: Tensor = GRID) -> Tensor:
@@ -149,6 +164,11 @@ def test_quadrature_is_converged(vae_1d):
     torch.testing.assert_close(quadrature_log_px(model, x), quadrature_log_px(model, x, coarse), rtol=0, atol=1e-5)
     # the prior mass outside [-12, 12] is negligible and p(x) is a probability of a binary image
     assert torch.all(quadrature_log_px(model, x) < 0)
+    dz = (GRID[1] - GRID[0]).item()
+    assert torch.logsumexp(log_prior_on_grid(model, GRID), 0).item() + math.log(dz) == pytest.approx(0, abs=1e-6)
+    # the model's own log p(z) is that density
+    torch.testing.assert_close(model.log_prior(GRID.reshape(-1, 1, 1)).squeeze(1), log_prior_on_grid(model, GRID),
+                               rtol=1e-9, atol=1e-9)
 
 
 @torch.no_grad()
@@ -485,7 +505,41 @@ def test_cvae_learned_prior_kl_equals_monte_carlo():
     assert torch.all((gaussian_kl(mean_q, logvar_q) - kl).abs() > 20 * se)
 
 
-# --- 7. beta and the KL warm-up ------------------------------------------------------------------------
+# --- 7. the VampPrior ------------------------------------------------------------------------------------
+def test_gaussian_mixture_log_prob_equals_the_mean_of_its_component_densities():
+    g = gen(0)
+    means, logvars = torch.randn(7, 3, generator=g, dtype=F64), torch.randn(7, 3, generator=g, dtype=F64)
+    z = 2 * torch.randn(4, 5, 3, generator=g, dtype=F64)  # (S, B, d)
+    per_component = gaussian_log_prob(z.unsqueeze(-2), means, logvars)  # (S, B, K): direct, no expansion
+    expected = torch.log(per_component.exp().mean(-1))
+    torch.testing.assert_close(gaussian_mixture_log_prob(z, means, logvars), expected, rtol=1e-12, atol=1e-12)
+    # float32 inputs under bf16 autocast: computed in float32, not bf16 (posterior-like scales)
+    small = (z.float(), means.float(), (logvars - 3).float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = gaussian_mixture_log_prob(*small)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value.double(), gaussian_mixture_log_prob(*(t.double() for t in small)),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_vampprior_samples_have_the_mixture_moments():
+    """sample_prior picks a pseudo-input uniformly, then z ~ q(z | u_k): mean and second moment of
+    the mixture, E z = mean_k m_k and E z^2 = mean_k (m_k^2 + v_k)."""
+    torch.manual_seed(0)
+    model = build_model("vae", TOY, {"latent_dim": 2, "hidden_dim": 16, "prior": "vamp", "pseudo_inputs": 4}).double()
+    with torch.no_grad():
+        model.encoder.head[-1].bias.copy_(torch.tensor([0.0, 0.0, -1.0, 0.5], dtype=F64))
+        model.pseudo_input_logits.copy_(8 * torch.randn(4, *TOY.shape, generator=gen(4), dtype=F64))  # ~binary
+        model.encoder.head[-1].weight.mul_(20.0)  # spread the components apart
+        means, logvars = model.posterior(model.pseudo_inputs())  # (K, d)
+        z = model.sample_prior(200_000, generator=gen(5))  # (N, d)
+    assert means.std(0).min() > 0.3  # the components differ
+    for moment, target in [(z, means.mean(0)), (z**2, (means**2 + logvars.exp()).mean(0))]:
+        estimate, se = mc_mean(moment)
+        assert_within_se(estimate, se, target)
+
+
+# --- 8. beta and the KL warm-up ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vae", "dvae", "cvae"])
 def test_beta_and_kl_warmup_weight_only_the_training_loss(name):
     torch.manual_seed(0)

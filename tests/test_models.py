@@ -171,6 +171,21 @@ def test_every_activation_trains_the_autoencoder_family(activation, architecture
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+@pytest.mark.parametrize("name", ["vae", "iwae", "dvae"])
+def test_vampprior_is_learned_with_the_model_and_travels_in_the_state_dict(name, architecture):
+    model = make(name, BINARY, architecture=architecture, prior="vamp", pseudo_inputs=6)
+    assert model.pseudo_inputs().shape == (6, *BINARY.shape)
+    x, _ = batch(BINARY)
+    model.loss(x, step=1)["loss"].mean().backward()
+    assert model.pseudo_input_logits.grad.abs().sum() > 0  # the prior's pseudo-inputs are trained
+    twin = build_model(name, BINARY, model.config.to_dict())
+    twin.load_state_dict(model.state_dict())
+    assert torch.equal(model.sample(4, generator=gen(3)), twin.sample(4, generator=gen(3)))
+    torch.testing.assert_close(model.log_likelihood(x, num_samples=20, generator=gen(4)).value,
+                               twin.log_likelihood(x, num_samples=20, generator=gen(4)).value)
+
+
 # --- config validation ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("overrides, info, field", [
@@ -197,7 +212,10 @@ def test_invalid_shared_config_raises_naming_the_field(name, overrides, info, fi
     ("iwae", {"beta": 4.0}, DIGITS, "beta"),
     ("iwae", {"kl_warmup_steps": 100}, DIGITS, "kl_warmup_steps"),
     ("iwae", {"k": 0}, DIGITS, r"\bk\b"),
+    ("vae", {"prior": "nope"}, DIGITS, "prior"),
+    ("vae", {"prior": "vamp", "pseudo_inputs": 0}, DIGITS, "pseudo_inputs"),
     ("cvae", {"prior": "nope"}, DIGITS, "prior"),
+    ("cvae", {"prior": "vamp"}, DIGITS, "prior"),  # its posterior needs a label, a pseudo-input has none
     ("cvae", {}, UNLABELLED, "label"),
     ("dvae", {"corruption": "bitflip", "noise_level": 0.7}, BINARY, "noise_level"),
     ("dvae", {"noise_level": 0.7}, BINARY, "noise_level"),  # "auto" corrupts binary data by bit flips

@@ -50,6 +50,23 @@ def gaussian_log_prob(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
+def gaussian_mixture_log_prob(z: Tensor, means: Tensor, logvars: Tensor) -> Tensor:
+    """log (1/K) sum_k N(z; means_k, diag(exp(logvars_k))): z (..., d), means and logvars (K, d) -> (...).
+
+    The squared Mahalanobis distances come from the expansion
+    sum_d (z_d^2 - 2 z_d m_kd + m_kd^2) / v_kd, two matmuls, so memory is (..., K) rather than
+    (..., K, d): 5,000 importance samples against 500 components stay small. The expansion
+    cancels large terms, so it runs in float32 (float64 if given) even under bf16 autocast.
+    """
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    with torch.autocast(z.device.type, enabled=False):
+        z, means, logvars = z.to(dtype), means.to(dtype), logvars.to(dtype)
+        precisions = torch.exp(-logvars)  # (K, d)
+        squared = (z**2) @ precisions.T - 2 * z @ (means * precisions).T + (means**2 * precisions).sum(-1)  # (..., K)
+        log_components = -0.5 * (squared.clamp_min(0) + logvars.sum(-1) + z.shape[-1] * LOG_2PI)  # (..., K)
+        return log_mean_exp(log_components, -1)
+
+
 def gaussian_kl(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor | None = None, logvar_p: Tensor | None = None) -> Tensor:
     """KL(N(mean_q, var_q) || N(mean_p, var_p)) in closed form, summed over the last dimension.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from genzoo.data import DataInfo
-from genzoo.models.base import check_choice, check_labelled
+from genzoo.models.base import check_labelled
 from genzoo.models.vae import VAE, VAEConfig
 from genzoo.networks import mlp
 
@@ -28,9 +28,10 @@ from genzoo.networks import mlp
 class CVAEConfig(VAEConfig):
     prior: str = "standard"  # "standard": p(z|y) = N(0, I) | "learned": a prior network p(z|y)
 
+    PRIORS = ("standard", "learned")
+
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
-        check_choice(self, "prior", ("standard", "learned"))
         check_labelled(info, "cvae")
 
 

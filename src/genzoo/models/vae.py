@@ -10,7 +10,13 @@ encoder q(z|x) = N(mu(x), diag(sigma^2(x))). Training maximises the evidence low
     log p(x) >= ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z))
 
 with one reparameterised sample z = mu + sigma * eps (eps ~ N(0, I)) for the first term and the
-closed-form Gaussian KL for the second. Evaluation reports the ELBO and the importance-weighted
+closed-form Gaussian KL for the second.
+
+``prior="vamp"`` replaces N(0, I) with the VampPrior of Tomczak & Welling, "VAE with a
+VampPrior", 2018 (arXiv:1705.07120): the mixture of the encoder's own posteriors at K learned
+pseudo-inputs u_k, p(z) = (1/K) sum_k q(z | u_k). The prior is then learned with the model
+(the ELBO's optimal prior is the aggregate posterior, which this mixture approximates). Its KL
+has no closed form, so the ELBO uses the one-sample estimate log q(z|x) - log p(z) at the same z. Evaluation reports the ELBO and the importance-weighted
 bound of Burda et al. 2016 with K samples, which approaches log p(x) as K grows.
 
 This class holds the machinery shared by the whole family (``cvae``, ``dvae``, ``iwae`` are small
@@ -19,19 +25,22 @@ subclasses that change the conditioning, the encoder input, or the objective).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from genzoo.data import DataInfo
 from genzoo.distributions import (
     PIXEL_LIKELIHOODS,
     default_likelihood,
+    draw,
     gaussian_kl,
     gaussian_log_prob,
+    gaussian_mixture_log_prob,
     pixel_likelihood,
     reparameterize,
 )
@@ -62,11 +71,17 @@ class PixelLikelihoodConfig(AutoencoderConfig):
 class VAEConfig(PixelLikelihoodConfig):
     beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
     kl_warmup_steps: int = 0  # linear warm-up of the KL weight from 0 to beta
+    prior: str = "standard"  # "standard": N(0, I) | "vamp": mixture of the posteriors of learned pseudo-inputs
+    pseudo_inputs: int = 500  # components of the VampPrior (prior="vamp")
+
+    PRIORS = ("standard", "vamp")  # the choices of ``prior`` (the conditional VAE has its own)
 
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
         check_positive(self, "beta")
         check_positive(self, "kl_warmup_steps", allow_zero=True)
+        check_choice(self, "prior", self.PRIORS)
+        check_positive(self, "pseudo_inputs")
 
 
 class PixelLikelihoodModel(GenerativeModel):
@@ -103,6 +118,9 @@ class VAE(PixelLikelihoodModel):
         self.encoder, self.decoder = config.networks(
             info, encoder_out=2 * config.latent_dim, decoder_in=config.latent_dim + label_dim,
             params_per_dim=self.likelihood.params_per_dim, cond_dim=label_dim)
+        if config.prior == "vamp":
+            # pre-activations of the pseudo-inputs (K, C, H, W); see pseudo_inputs()
+            self.pseudo_input_logits = nn.Parameter(torch.randn(config.pseudo_inputs, *info.shape))
 
     # --- the parts of the model ---------------------------------------------------------------
     def one_hot(self, y: Tensor | None) -> Tensor | None:
@@ -117,6 +135,27 @@ class VAE(PixelLikelihoodModel):
         """p(z [| y]) as (mean, logvar), each (B, d). Here N(0, I)."""
         zeros = torch.zeros(batch_size, self.config.latent_dim, device=self.device, dtype=self.dtype)
         return zeros, zeros
+
+    def pseudo_inputs(self) -> Tensor:
+        """The VampPrior's pseudo-inputs u_k (K, C, H, W), in the range of the encoder's inputs:
+        a sigmoid keeps them in [0, 1] for binary and discrete data; continuous data is unbounded."""
+        if self.info.value_type == "continuous":
+            return self.pseudo_input_logits
+        return torch.sigmoid(self.pseudo_input_logits)
+
+    def log_prior(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(z [| y]): z (..., B, d) -> (..., B)."""
+        if self.config.prior == "vamp":
+            return gaussian_mixture_log_prob(z, *self.posterior(self.pseudo_inputs()))  # components (K, d)
+        return gaussian_log_prob(z, *self.prior(z.shape[-2], y))
+
+    def sample_prior(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ p(z [| y]): (n, d). The VampPrior draws a pseudo-input uniformly, then z from its posterior."""
+        if self.config.prior == "vamp":
+            mean, logvar = self.posterior(self.pseudo_inputs())  # (K, d) each
+            component = draw(functools.partial(torch.randint, len(mean)), (n,), generator, self.device, torch.long)
+            return reparameterize(mean[component], logvar[component], generator=generator)
+        return reparameterize(*self.prior(n, labels), generator=generator)
 
     def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Parameters of p(x | z [, y]): z (..., B, d) -> (..., B, P*C, H, W)."""
@@ -150,7 +189,10 @@ class VAE(PixelLikelihoodModel):
         mean, logvar = self.posterior(x if encoder_input is None else encoder_input, y)
         z = reparameterize(mean, logvar, generator=generator)  # (B, d), differentiable in mean and logvar
         recon = -self.log_px_given_z(x, z, y)  # 1. reconstruction
-        kl = gaussian_kl(mean, logvar, *self.prior(x.shape[0], y))  # 2. prior matching
+        if self.config.prior == "vamp":  # 2. prior matching: no closed form, one-sample estimate at z
+            kl = gaussian_log_prob(z, mean, logvar) - self.log_prior(z, y)
+        else:
+            kl = gaussian_kl(mean, logvar, *self.prior(x.shape[0], y))
         return {"recon": recon, "kl": kl}
 
     def kl_weight(self, step: int | None) -> float:
@@ -171,8 +213,7 @@ class VAE(PixelLikelihoodModel):
         """log w_k = log p(x, z_k) - log q(z_k | x), z_k ~ q(z | x): (num_samples, B)."""
         mean, logvar = self.posterior(x, y)
         z = reparameterize(mean, logvar, num_samples, generator)  # (S, B, d)
-        log_prior = gaussian_log_prob(z, *self.prior(x.shape[0], y))
-        return self.log_px_given_z(x, z, y) + log_prior - gaussian_log_prob(z, mean, logvar)
+        return self.log_px_given_z(x, z, y) + self.log_prior(z, y) - gaussian_log_prob(z, mean, logvar)
 
     def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
                        generator: torch.Generator | None = None) -> LogLikelihood:
@@ -187,7 +228,8 @@ class VAE(PixelLikelihoodModel):
         if num_samples == 1:
             terms = self.elbo_terms(x, y, generator=generator)
             elbo = -(terms["recon"] + terms["kl"])
-            return LogLikelihood(elbo, "lower_bound", "ELBO: one sample of z, closed-form KL")
+            kl = "KL estimated at that sample" if self.config.prior == "vamp" else "closed-form KL"
+            return LogLikelihood(elbo, "lower_bound", f"ELBO: one sample of z, {kl}")
         # log (1/K) sum_k w_k, accumulating sum_k w_k over chunks of importance samples
         chunk_sums = [
             torch.logsumexp(self.log_weights(x, y, min(EVAL_SAMPLES_PER_CHUNK, num_samples - start), generator), 0)
@@ -201,5 +243,4 @@ class VAE(PixelLikelihoodModel):
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Images (n, C, H, W): the mean of p(x | z) for z ~ p(z), as VAE samples are usually shown."""
         labels = self.check_labels(labels, n)
-        mean, logvar = self.prior(n, labels)
-        return self.decode(reparameterize(mean, logvar, generator=generator), labels)
+        return self.decode(self.sample_prior(n, labels, generator), labels)
