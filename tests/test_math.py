@@ -522,6 +522,21 @@ def test_gaussian_mixture_log_prob_equals_the_mean_of_its_component_densities():
                                rtol=1e-5, atol=1e-3)
 
 
+def test_gaussian_mixture_log_prob_with_far_components_is_the_nearest_one_and_stays_normal():
+    """Components hundreds of nats away: the value is the nearest component's density / K, and no
+    weight or gradient is a subnormal float (the slow path of this CPU's arithmetic)."""
+    means = torch.tensor([[0.0, 0.0], [30.0, 0.0], [0.0, -40.0]], dtype=torch.float32)
+    logvars = torch.full((3, 2), -1.0)
+    z = torch.tensor([[0.3, -0.2], [0.1, 0.5]], requires_grad=True)  # (B, d), beside component 0
+    value = gaussian_mixture_log_prob(z, means, logvars)
+    nearest = gaussian_log_prob(z, means[0], logvars[0]) - math.log(3)
+    torch.testing.assert_close(value, nearest, rtol=0, atol=1e-6)
+    (grad,) = torch.autograd.grad(value.sum(), z)
+    torch.testing.assert_close(grad, -(z - means[0]) * math.exp(1.0), rtol=1e-6, atol=1e-6)  # nearest's score
+    tiny = torch.finfo(torch.float32).tiny
+    assert not torch.any((grad != 0) & (grad.abs() < tiny))
+
+
 def test_vampprior_samples_have_the_mixture_moments():
     """sample_prior picks a pseudo-input uniformly, then z ~ q(z | u_k): mean and second moment of
     the mixture, E z = mean_k m_k and E z^2 = mean_k (m_k^2 + v_k)."""
