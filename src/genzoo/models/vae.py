@@ -16,8 +16,10 @@ closed-form Gaussian KL for the second.
 VampPrior", 2018 (arXiv:1705.07120): the mixture of the encoder's own posteriors at K learned
 pseudo-inputs u_k, p(z) = (1/K) sum_k q(z | u_k). The prior is then learned with the model
 (the ELBO's optimal prior is the aggregate posterior, which this mixture approximates). Its KL
-has no closed form, so the ELBO uses the one-sample estimate log q(z|x) - log p(z) at the same z. Evaluation reports the ELBO and the importance-weighted
-bound of Burda et al. 2016 with K samples, which approaches log p(x) as K grows.
+has no closed form, so the ELBO uses the one-sample estimate log q(z|x) - log p(z) at the same z.
+
+Evaluation reports the ELBO and the importance-weighted bound of Burda et al. 2016 with K
+samples, which approaches log p(x) as K grows.
 
 This class holds the machinery shared by the whole family (``cvae``, ``dvae``, ``iwae`` are small
 subclasses that change the conditioning, the encoder input, or the objective).
