@@ -135,7 +135,7 @@ def log_prior_on_grid(model, grid: Tensor) -> Tensor:
     component by component (independently of the model's matmul expansion)."""
     if model.config.prior == "standard":
         return Normal(0.0, 1.0).log_prob(grid)
-    means, logvars = model.posterior(model.pseudo_inputs())  # (K, 1) each
+    means, logvars = model.vamp_components()  # (K, 1) each
     return log_mean_exp(normal(means.T, logvars.T).log_prob(grid.unsqueeze(1)), 1)
 
 
@@ -546,7 +546,7 @@ def test_vampprior_samples_have_the_mixture_moments():
         model.encoder.head[-1].bias.copy_(torch.tensor([0.0, 0.0, -1.0, 0.5], dtype=F64))
         model.pseudo_input_logits.copy_(8 * torch.randn(4, *TOY.shape, generator=gen(4), dtype=F64))  # ~binary
         model.encoder.head[-1].weight.mul_(20.0)  # spread the components apart
-        means, logvars = model.posterior(model.pseudo_inputs())  # (K, d)
+        means, logvars = model.vamp_components()  # (K, d)
         z = model.sample_prior(200_000, generator=gen(5))  # (N, d)
     assert means.std(0).min() > 0.3  # the components differ
     for moment, target in [(z, means.mean(0)), (z**2, (means**2 + logvars.exp()).mean(0))]:

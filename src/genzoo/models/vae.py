@@ -145,16 +145,20 @@ class VAE(PixelLikelihoodModel):
             return self.pseudo_input_logits
         return torch.sigmoid(self.pseudo_input_logits)
 
+    def vamp_components(self) -> tuple[Tensor, Tensor]:
+        """The VampPrior's components q(z | u_k) as (mean, logvar), each (K, d)."""
+        return self.posterior(self.pseudo_inputs())
+
     def log_prior(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(z [| y]): z (..., B, d) -> (..., B)."""
         if self.config.prior == "vamp":
-            return gaussian_mixture_log_prob(z, *self.posterior(self.pseudo_inputs()))  # components (K, d)
+            return gaussian_mixture_log_prob(z, *self.vamp_components())
         return gaussian_log_prob(z, *self.prior(z.shape[-2], y))
 
     def sample_prior(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """z ~ p(z [| y]): (n, d). The VampPrior draws a pseudo-input uniformly, then z from its posterior."""
         if self.config.prior == "vamp":
-            mean, logvar = self.posterior(self.pseudo_inputs())  # (K, d) each
+            mean, logvar = self.vamp_components()  # (K, d) each
             component = draw(functools.partial(torch.randint, len(mean)), (n,), generator, self.device, torch.long)
             return reparameterize(mean[component], logvar[component], generator=generator)
         return reparameterize(*self.prior(n, labels), generator=generator)
