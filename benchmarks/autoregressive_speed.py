@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from genzoo.data import dataset_info
-from genzoo.masked import spatial_mask
-from genzoo.models import build_model
+from genzoo.data.registry import dataset_info
+from genzoo.models.registry import build_model
+from genzoo.nn.masked import spatial_mask
 
 INFO = dataset_info("binarized_mnist")  # (1, 28, 28), binary
 

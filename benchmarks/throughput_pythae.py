@@ -64,9 +64,10 @@ except ImportError:
     print("this benchmark needs pythae: pip install -e .[bench]", file=sys.stderr)
     sys.exit(2)
 
-from genzoo.data import DataInfo, load_split, prepare
-from genzoo.models import build_model
-from genzoo.training import train
+from genzoo.data.core import DataInfo, prepare
+from genzoo.data.registry import load_split
+from genzoo.models.registry import build_model
+from genzoo.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data" / "binarized_mnist"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genzoo.models.autoregressive import AutoregressiveModel
+from genzoo.models.autoregressive.base import AutoregressiveModel
 
 
 def input_gradients(model: AutoregressiveModel, x: torch.Tensor, y: torch.Tensor | None, d: int,

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from genzoo.adversarial import D_WINS_FAKE, D_WINS_REAL
 from genzoo.cli import main
-from genzoo.data import DataInfo
-from genzoo.models import build_model
+from genzoo.data.core import DataInfo
+from genzoo.models.adversarial.losses import D_WINS_FAKE, D_WINS_REAL
+from genzoo.models.registry import build_model
 
 F64 = torch.float64
 DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)

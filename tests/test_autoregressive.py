@@ -14,10 +14,9 @@ import pytest
 import torch
 from autoregressive_checks import check_autoregressive
 
-from genzoo.data import DataInfo
-from genzoo.inpainting import parse_mask
-from genzoo.masked import MaskedConv2d, MaskedLinear, check_causal_mask, spatial_mask
-from genzoo.models.autoregressive import (
+from genzoo.data.core import DataInfo
+from genzoo.evaluate.completion import parse_mask
+from genzoo.models.autoregressive.base import (
     AutoregressiveConfig,
     AutoregressiveModel,
     BernoulliDim,
@@ -29,6 +28,7 @@ from genzoo.models.autoregressive import (
     raster_order,
 )
 from genzoo.models.base import ModelConfig
+from genzoo.nn.masked import MaskedConv2d, MaskedLinear, check_causal_mask, spatial_mask
 
 BINARY = DataInfo("toy-binary", (1, 3, 3), 0, "binary", 2)
 LEVELS = DataInfo("toy-levels", (2, 2, 2), 3, "discrete", 5)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from genzoo.checkpoint import load_run
 from genzoo.cli import main
-from genzoo.inpainting import inpaint, parse_mask
+from genzoo.evaluate.completion import inpaint, parse_mask
 
 # the smallest options of each model: a run trains, evaluates and draws its figures in seconds
 TINY = {

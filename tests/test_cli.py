@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from genzoo import data
+from genzoo.data import images
 from genzoo.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, read_tensors
 from genzoo.cli import main
-from genzoo.data import DATASETS, list_datasets
-from genzoo.models import MODELS
-from genzoo.training import TrainConfig
+from genzoo.data.registry import DATASETS, list_datasets
+from genzoo.models.registry import MODELS
+from genzoo.train.loop import TrainConfig
 
 SMALL = ["--hidden-dim", "32", "--latent-dim", "4"]
 RUN_FILES = {CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, "log.csv", "metrics.json", "samples.png", "loss_curves.png"}
@@ -323,8 +324,8 @@ def test_an_invalid_value_names_the_field(tmp_path, capsys):
 
 def test_missing_mnist_files_say_which_files_go_where_without_hanging(tmp_path, capsys, monkeypatch):
     # Offline: the download is tried and fails at once (nothing listens on port 9).
-    monkeypatch.setattr(data, "MNIST_URL", "http://127.0.0.1:9/")
-    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(images, "MNIST_URL", "http://127.0.0.1:9/")
+    monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT_S", 2.0)
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     empty = tmp_path / "empty"

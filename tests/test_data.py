@@ -11,20 +11,19 @@ import pytest
 import torch
 
 from genzoo import data
-from genzoo.data import (
+from genzoo.data import images, registry
+from genzoo.data.core import (
     DataInfo,
     Split,
     bits_per_dim,
     check_finite,
-    dataset_info,
-    list_datasets,
-    load_split,
     nats_offset,
     prepare,
     scale_from_symmetric,
     scale_to_symmetric,
     static_binarize,
 )
+from genzoo.data.registry import dataset_info, list_datasets, load_split
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_mnist = pytest.mark.skipif(
@@ -64,7 +63,7 @@ def test_digits_splits_are_fixed_disjoint_and_complete():
     assert train.images.shape == (1257, 1, 8, 8) and train.images.dtype == torch.uint8
     assert train.labels.dtype == torch.int64 and set(train.labels.tolist()) == set(range(10))
     assert int(train.images.min()) == 0 and int(train.images.max()) == 16
-    data._load_cached.cache_clear()
+    registry._load_cached.cache_clear()
     again = load_split("digits", "train")[1]
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
 
@@ -190,7 +189,7 @@ def test_amat_plain_text_and_carved_valid(tmp_path):
      ("binarized_mnist", "BINARIZED_MNIST_URL", "binarized_mnist_train.amat")],
 )
 def test_offline_download_says_what_to_put_where(tmp_path, monkeypatch, name, url_attr, file):
-    monkeypatch.setattr(data, url_attr, "http://127.0.0.1:9/")
+    monkeypatch.setattr(images, url_attr, "http://127.0.0.1:9/")
     with pytest.raises(FileNotFoundError) as error:
         load_split(name, "train", data_root=str(tmp_path))
     message = str(error.value)

@@ -11,19 +11,16 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from genzoo.data import DataInfo
-from genzoo.figures import (
+from genzoo.data.core import DataInfo
+from genzoo.figures.curves import read_log_terms, save_loss_curves
+from genzoo.figures.grids import image_grid, rows_image, save_image_grid
+from genzoo.figures.model import (
     class_grid,
     denoising_triples,
-    image_grid,
     interpolation,
     latent_traversal,
-    read_log_terms,
     reconstructions,
-    rows_image,
     sample_grid,
-    save_image_grid,
-    save_loss_curves,
     write_run_figures,
 )
 
@@ -261,7 +258,7 @@ def test_figures_restore_mode_and_leave_global_rng_alone(tmp_path):
 
 # --- generators without an encoder, and two players' losses -----------------------------------------
 def test_slerp_keeps_the_ends_and_the_norm_of_equal_norm_codes():
-    from genzoo.figures import slerp
+    from genzoo.figures.model import slerp
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(3, 16, generator=g, dtype=torch.float64), torch.randn(3, 16, generator=g, dtype=torch.float64)
     b = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)  # equal norms: the path stays on the sphere
@@ -272,9 +269,9 @@ def test_slerp_keeps_the_ends_and_the_norm_of_equal_norm_codes():
 
 
 def test_a_gan_gets_a_prior_interpolation_and_no_reconstructions(tmp_path):
-    from genzoo.data import DataInfo
-    from genzoo.figures import prior_interpolation, write_run_figures
-    from genzoo.models import build_model
+    from genzoo.data.core import DataInfo
+    from genzoo.figures.model import prior_interpolation, write_run_figures
+    from genzoo.models.registry import build_model
     info = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
     model = build_model("dcgan", info, {"latent_dim": 4, "hidden_dim": 16, "channels": 4})
     rows = prior_interpolation(model, pairs=2, steps=5, seed=0)
@@ -285,7 +282,7 @@ def test_a_gan_gets_a_prior_interpolation_and_no_reconstructions(tmp_path):
 
 
 def test_loss_curves_put_every_players_loss_on_one_panel(tmp_path):
-    from genzoo.figures import save_loss_curves
+    from genzoo.figures.curves import save_loss_curves
     csv_path = tmp_path / "log.csv"
     rows = ["step,epoch,discriminator/loss,discriminator/d_real,generator/loss,lr"]
     rows += [f"{s},0,{1 + 0.01 * s},0.5,{2 - 0.01 * s},0.0002" for s in range(1, 30)]

@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from genzoo.adversarial import (
+from genzoo.cli import main
+from genzoo.data.core import DataInfo
+from genzoo.models.adversarial.gan import GAN
+from genzoo.models.adversarial.losses import (
     annealed_std,
     discriminator_loss,
     generator_loss,
@@ -16,11 +19,8 @@ from genzoo.adversarial import (
     r1_penalty,
     sample_diversity,
 )
-from genzoo.cli import main
-from genzoo.data import DataInfo
-from genzoo.models import build_model
-from genzoo.models.gan import GAN
-from genzoo.training import train
+from genzoo.models.registry import build_model
+from genzoo.train.loop import train
 
 DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
 MNIST = DataInfo("mnist", (1, 28, 28), 10, "discrete", 256)

@@ -22,18 +22,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 
-from genzoo.data import DataInfo
-from genzoo.distributions import (
-    Bernoulli,
-    DiscretizedLogistic,
-    Gaussian,
-    gaussian_kl,
-    gaussian_log_prob,
-    gaussian_mixture_log_prob,
-    log_mean_exp,
-    reparameterize,
-)
-from genzoo.models import build_model
+from genzoo.data.core import DataInfo
+from genzoo.distributions.gaussian import gaussian_kl, gaussian_log_prob, reparameterize
+from genzoo.distributions.likelihoods import Bernoulli, DiscretizedLogistic, Gaussian
+from genzoo.distributions.mixture import gaussian_mixture_log_prob
+from genzoo.distributions.numerics import log_mean_exp
+from genzoo.models.registry import build_model
 
 F64 = torch.float64
 TOY = DataInfo("toy", (1, 4, 4), 0, "binary", 2)

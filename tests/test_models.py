@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
-from genzoo.data import DataInfo
-from genzoo.distributions import gaussian_kl, reparameterize
-from genzoo.models import MODELS, build_model, model_class
-from genzoo.models.vae import VAE
-from genzoo.networks import ACTIVATIONS, mlp
+from genzoo.data.core import DataInfo
+from genzoo.distributions.gaussian import gaussian_kl, reparameterize
+from genzoo.models.latent.vae import VAE
+from genzoo.models.registry import MODELS, build_model, model_class
+from genzoo.nn.mlp import ACTIVATIONS, mlp
 
 DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
 BINARY = DataInfo("binary_mnist", (1, 28, 28), 10, "binary", 2)

@@ -15,11 +15,17 @@ import torch
 from autoregressive_checks import check_autoregressive
 
 from genzoo.cli import parse_value
-from genzoo.data import DataInfo
-from genzoo.inpainting import parse_mask
-from genzoo.models import config_from_dict
-from genzoo.models.made import MADE, MADEConfig, check_masks, hidden_degrees, made_masks
-from genzoo.models.nade import NADE, NADEConfig, hidden_preactivations
+from genzoo.data.core import DataInfo
+from genzoo.evaluate.completion import parse_mask
+from genzoo.models.autoregressive.made import (
+    MADE,
+    MADEConfig,
+    check_masks,
+    hidden_degrees,
+    made_masks,
+)
+from genzoo.models.autoregressive.nade import NADE, NADEConfig, hidden_preactivations
+from genzoo.models.registry import config_from_dict
 
 BINARY = DataInfo("toy-binary", (1, 4, 4), 0, "binary", 2)
 LABELLED = DataInfo("toy-labelled", (1, 4, 4), 3, "binary", 2)
@@ -139,7 +145,7 @@ def test_a_mixture_component_that_does_not_exist_is_refused(build, components):
 
 
 def test_made_refuses_to_build_with_masks_that_leak(monkeypatch):
-    import genzoo.models.made as made_module
+    import genzoo.models.autoregressive.made as made_module
 
     def leaking(order, degrees):
         masks, direct = made_masks(order, degrees)

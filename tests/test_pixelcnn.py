@@ -9,9 +9,14 @@ import pytest
 import torch
 from autoregressive_checks import check_autoregressive, input_gradients
 
-from genzoo.data import DataInfo
-from genzoo.masked import MaskedConv2d
-from genzoo.models.pixelcnn import GatedPixelCNN, GatedPixelCNNConfig, PixelCNN, PixelCNNConfig
+from genzoo.data.core import DataInfo
+from genzoo.models.autoregressive.pixelcnn import (
+    GatedPixelCNN,
+    GatedPixelCNNConfig,
+    PixelCNN,
+    PixelCNNConfig,
+)
+from genzoo.nn.masked import MaskedConv2d
 
 BINARY = DataInfo("binary8", (1, 8, 8), 10, "binary", 2)
 RGB = DataInfo("toy", (3, 5, 5), 3, "discrete", 4)

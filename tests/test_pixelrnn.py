@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from autoregressive_checks import check_autoregressive, input_gradients
-from genzoo.data import DataInfo
-from genzoo.models.pixelrnn import PixelRNN, PixelRNNConfig, skew, unskew
+
+from genzoo.data.core import DataInfo
+from genzoo.models.autoregressive.pixelrnn import PixelRNN, PixelRNNConfig, skew, unskew
 
 BINARY = DataInfo("binary", (1, 6, 6), 0, "binary", 2)
 RGB = DataInfo("toy", (3, 4, 4), 0, "discrete", 4)  # sub-pixel order: R, G, B of each pixel

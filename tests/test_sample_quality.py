@@ -9,16 +9,32 @@ import pytest
 import scipy.linalg
 import torch
 
-from genzoo import evaluate, feature_net
+import genzoo
+from genzoo import evaluate
+from genzoo.evaluate import sample_quality
 from genzoo.checkpoint import read_tensors
-from genzoo.data import DataInfo, dataset_info, load_split, prepare
-from genzoo.evaluate import (SAMPLE_METRICS, classifier_score, frechet_distance, frechet_distance_gaussians,
-                             kernel_distance, mmd2_unbiased, polynomial_kernel, precision_recall,
-                             sample_quality_metrics)
-from genzoo.feature_net import check_feature_net, held_out_data, load_feature_net
-from genzoo.models import build_model
+from genzoo.data.core import DataInfo, prepare
+from genzoo.data.registry import dataset_info, load_split
+from genzoo.evaluate import feature_net
+from genzoo.evaluate.feature_net import (
+    check_feature_net,
+    held_out_data,
+    load_feature_net,
+)
+from genzoo.evaluate.sample_quality import (
+    SAMPLE_METRICS,
+    classifier_score,
+    frechet_distance,
+    frechet_distance_gaussians,
+    kernel_distance,
+    mmd2_unbiased,
+    polynomial_kernel,
+    precision_recall,
+    sample_quality_metrics,
+)
+from genzoo.models.registry import build_model
 
-SHIPPED = Path(feature_net.__file__).parent / feature_net.PACKAGE_DIR
+SHIPPED = Path(genzoo.__file__).parent / feature_net.PACKAGE_DIR
 ACCURACY_FLOORS = {"digits": 0.97, "mnist": 0.99}
 
 
@@ -143,7 +159,7 @@ def test_precision_recall_by_hand_in_one_dimension(monkeypatch):
     fake = torch.tensor([[0.5], [6.5], [20.0], [21.0]])
     assert precision_recall(real, fake, k=3) == (0.5, 1.0)
     # blocks of one row give the same answers as one block
-    monkeypatch.setattr(evaluate, "DISTANCE_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(sample_quality, "DISTANCE_CHUNK_ELEMENTS", 1)
     assert precision_recall(real, collapsed, k=1) == (1.0, 0.4)
     assert precision_recall(real, fake, k=3) == (0.5, 1.0)
     with pytest.raises(ValueError, match="k=3"):

@@ -13,12 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from genzoo import checkpoint, training
+from genzoo import checkpoint
 from genzoo.checkpoint import CheckpointError, load_run, read_tensors
-from genzoo.data import load_split
-from genzoo.evaluate import fixed_inputs
-from genzoo.models.vae import VAE
-from genzoo.training import TrainConfig, Trainer, TrainingDiverged, epoch_shard, lr_factor, train
+from genzoo.data.registry import load_split
+from genzoo.evaluate.likelihood import fixed_inputs
+from genzoo.models.latent.vae import VAE
+from genzoo.train import loop as training
+from genzoo.train.loop import (
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    epoch_shard,
+    lr_factor,
+    train,
+)
 
 TINY = {"hidden_dim": 32, "latent_dim": 4}
 

@@ -12,14 +12,14 @@ _API = {
     "DataInfo": "genzoo.data",
     "list_datasets": "genzoo.data",
     "load_split": "genzoo.data",
-    "likelihood_metrics": "genzoo.evaluate",
-    "sample_quality_metrics": "genzoo.evaluate",
-    "load_feature_net": "genzoo.feature_net",
+    "likelihood_metrics": "genzoo.evaluate.likelihood",
+    "sample_quality_metrics": "genzoo.evaluate.sample_quality",
+    "load_feature_net": "genzoo.evaluate.feature_net",
     "MODELS": "genzoo.models",
     "build_model": "genzoo.models",
-    "TrainConfig": "genzoo.training",
-    "Trainer": "genzoo.training",
-    "train": "genzoo.training",
+    "TrainConfig": "genzoo.train.loop",
+    "Trainer": "genzoo.train.loop",
+    "train": "genzoo.train.loop",
 }
 __all__ = sorted(_API)
 

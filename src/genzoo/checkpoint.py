@@ -157,8 +157,8 @@ def read_run_config(run_dir: Path) -> dict:
 
 def load_run(run_dir: Path, device: str | torch.device = "cpu"):
     """Rebuild a trained model from its run directory: (model in eval mode, run config dict)."""
-    from genzoo.data import DataInfo
-    from genzoo.models import build_model
+    from genzoo.data.core import DataInfo
+    from genzoo.models.registry import build_model
 
     config = read_run_config(run_dir)
     try:

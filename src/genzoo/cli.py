@@ -18,11 +18,20 @@ import types
 import typing
 from pathlib import Path
 
-from genzoo import checkpoint, figures, inpainting
-from genzoo.data import SPLITS, list_datasets, load_split
-from genzoo.evaluate import SAMPLE_METRICS, fixed_inputs, format_metrics, likelihood_metrics, sample_quality_metrics
-from genzoo.models import MODELS, model_class
-from genzoo.training import OutputExists, TrainConfig, Trainer, TrainingDiverged, train_config
+from genzoo import checkpoint, figures
+from genzoo.data.core import SPLITS
+from genzoo.data.registry import list_datasets, load_split
+from genzoo.evaluate import completion
+from genzoo.evaluate.likelihood import fixed_inputs, format_metrics, likelihood_metrics
+from genzoo.evaluate.sample_quality import SAMPLE_METRICS, sample_quality_metrics
+from genzoo.models.registry import MODELS, model_class
+from genzoo.train.loop import (
+    OutputExists,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    train_config,
+)
 
 DEFAULT_EVAL_IW_SAMPLES = 100  # after training; `genzoo eval` takes --iw-samples
 # "nll": likelihood bounds; the others judge samples in a classifier's feature space
@@ -239,7 +248,7 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     import torch
 
     model, config = checkpoint.load_run(Path(args.run_dir))
-    inpainting.check_can_inpaint(model)  # before loading any data
+    completion.check_can_inpaint(model)  # before loading any data
     data_root = args.data_root or config["train"].get("data_root")
     info, split = load_split(config["data"]["name"], args.split, data_root)
     if not 0 <= args.image_index < len(split):
@@ -247,8 +256,8 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
                          f"{len(split)} images (0..{len(split) - 1})")
     x, split, _ = fixed_inputs(split, info, model.input_kind)
     label = None if split.labels is None else int(split.labels[args.image_index])
-    observed = inpainting.parse_mask(args.mask, *info.shape[1:], seed=args.seed)
-    result = inpainting.inpaint(model, x[args.image_index], observed, args.n, label, args.seed, args.sampler)
+    observed = completion.parse_mask(args.mask, *info.shape[1:], seed=args.seed)
+    result = completion.inpaint(model, x[args.image_index], observed, args.n, label, args.seed, args.sampler)
     out = Path(args.out or Path(args.run_dir) / f"inpaint_{args.split}{args.image_index}_{args.mask.replace(':', '')}.png")
     images = torch.cat([x[args.image_index][None].cpu(), result["masked"][None], result["completions"]])
     figures.save_image_grid(images, out, nrow=len(images))
@@ -319,7 +328,7 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     inpaint = commands.add_parser("inpaint", help="fill in hidden pixels of a data image (autoregressive models)")
     inpaint.add_argument("run_dir", metavar="RUN_DIR")
     inpaint.add_argument("--image-index", type=int, default=0, help="which image of the split (default: 0)")
-    inpaint.add_argument("--mask", default="bottom-half", help=f"{inpainting.MASK_HELP} (default: bottom-half)")
+    inpaint.add_argument("--mask", default="bottom-half", help=f"{completion.MASK_HELP} (default: bottom-half)")
     inpaint.add_argument("--n", type=int, default=8, help="completions to draw (default: 8)")
     inpaint.add_argument("--split", default="test", choices=SPLITS)
     inpaint.add_argument("--data-root", help="data directory (default: the one the run was trained with)")

@@ -1,59 +1,35 @@
-"""The model registry: every genzoo model by its command-line name."""
+"""Generative models by family, the protocol they answer, and the registry of their names."""
 
-from __future__ import annotations
+from genzoo.models.base import (
+    GenerativeModel,
+    LikelihoodKind,
+    LogLikelihood,
+    ModelConfig,
+    Phase,
+    check_choice,
+    check_labelled,
+    check_positive,
+)
+from genzoo.models.registry import (
+    MODEL_CLASSES,
+    MODELS,
+    build_model,
+    config_from_dict,
+    model_class,
+)
 
-import dataclasses
-
-from genzoo.data import DataInfo
-from genzoo.models.aae import AdversarialAutoencoder
-from genzoo.models.ae import AutoEncoder
-from genzoo.models.avb import AVB
-from genzoo.models.base import GenerativeModel, LogLikelihood, ModelConfig, Phase
-from genzoo.models.cgan import CGAN
-from genzoo.models.cvae import CVAE
-from genzoo.models.dcgan import DCGAN
-from genzoo.models.dvae import DVAE
-from genzoo.models.gan import GAN
-from genzoo.models.iwae import IWAE
-from genzoo.models.made import MADE
-from genzoo.models.nade import NADE
-from genzoo.models.pixelcnn import GatedPixelCNN, PixelCNN
-from genzoo.models.pixelrnn import PixelRNN
-from genzoo.models.vae import VAE
-from genzoo.models.wgan_gp import WGANGP
-
-MODEL_CLASSES: list[type[GenerativeModel]] = [
-    AutoEncoder, VAE, CVAE, DVAE, IWAE, AdversarialAutoencoder, AVB, GAN, DCGAN, CGAN, WGANGP,
+__all__ = [
+    "GenerativeModel",
+    "LikelihoodKind",
+    "LogLikelihood",
+    "MODELS",
+    "MODEL_CLASSES",
+    "ModelConfig",
+    "Phase",
+    "build_model",
+    "check_choice",
+    "check_labelled",
+    "check_positive",
+    "config_from_dict",
+    "model_class",
 ]
-# the autoregressive family (one line per module)
-MODEL_CLASSES += [NADE, MADE]
-MODEL_CLASSES += [PixelCNN, GatedPixelCNN]
-MODEL_CLASSES += [PixelRNN]
-
-MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in MODEL_CLASSES}
-
-__all__ = ["MODELS", "GenerativeModel", "LogLikelihood", "ModelConfig", "Phase", "build_model", "model_class"]
-
-
-def model_class(name: str) -> type[GenerativeModel]:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
-    return MODELS[name]
-
-
-def build_model(name: str, info: DataInfo, config: ModelConfig | dict | None = None) -> GenerativeModel:
-    """Build model ``name`` for data ``info`` from a config object, a dict of field values, or defaults."""
-    cls = model_class(name)
-    if not isinstance(config, ModelConfig):
-        config = config_from_dict(cls.Config, config or {})
-    return cls(config, info)
-
-
-def config_from_dict(config_cls: type[ModelConfig], values: dict) -> ModelConfig:
-    """A config from a dict (a saved config.json or command-line overrides); unknown keys fail loudly."""
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for {config_cls.__name__}; "
-                         f"valid options: {', '.join(sorted(known))}")
-    return config_cls(**values)

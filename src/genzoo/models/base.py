@@ -26,19 +26,16 @@ Inputs ``x`` are float tensors (B, C, H, W) in [0, 1] in the representation name
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from genzoo.data import DataInfo, check_finite
+from genzoo.data.core import DataInfo, InputKind, check_finite
 
 LikelihoodKind = Literal["exact", "lower_bound", "unavailable"]
-InputKind = Literal["binary", "discrete", "continuous"]
 
 
 @dataclass(frozen=True)
@@ -87,18 +84,6 @@ def check_labelled(info: DataInfo, model_name: str) -> None:
     if info.num_classes == 0:
         raise ValueError(f"{model_name} needs class labels, and dataset {info.name!r} has none; "
                          "use a labelled dataset such as digits or mnist")
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode inside (batch norm uses running statistics, no dropout); each submodule's flag restored."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def check_positive(config: ModelConfig, *names: str, allow_zero: bool = False) -> None:

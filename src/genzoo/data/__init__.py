@@ -1,0 +1,53 @@
+"""Data: datasets by name, their splits, and how stored values become model inputs."""
+
+from genzoo.data.core import (
+    INPUT_KINDS,
+    SPLIT_SEED,
+    SPLITS,
+    STATIC_BINARIZATION_SEED,
+    VALID_FRACTION,
+    DataInfo,
+    InputKind,
+    Split,
+    ValueType,
+    bits_per_dim,
+    check_finite,
+    nats_offset,
+    prepare,
+    scale_from_symmetric,
+    scale_to_symmetric,
+    split_order,
+    static_binarize,
+)
+from genzoo.data.registry import (
+    DATASETS,
+    DatasetSpec,
+    dataset_info,
+    list_datasets,
+    load_split,
+)
+
+__all__ = [
+    "DATASETS",
+    "DataInfo",
+    "DatasetSpec",
+    "INPUT_KINDS",
+    "InputKind",
+    "SPLITS",
+    "SPLIT_SEED",
+    "STATIC_BINARIZATION_SEED",
+    "Split",
+    "VALID_FRACTION",
+    "ValueType",
+    "bits_per_dim",
+    "check_finite",
+    "dataset_info",
+    "list_datasets",
+    "load_split",
+    "nats_offset",
+    "prepare",
+    "scale_from_symmetric",
+    "scale_to_symmetric",
+    "split_order",
+    "static_binarize",
+]

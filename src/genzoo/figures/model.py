@@ -1,0 +1,254 @@
+"""The pictures a training run writes: image grids, model figures and loss curves.
+
+Three layers, each usable alone:
+
+- pure image functions: ``image_grid`` turns a batch (N, C, H, W) in [0, 1] into a Pillow image;
+  ``save_image_grid`` and ``save_rows`` write PNGs atomically (temp file + ``os.replace``);
+- model figures: ``sample_grid``, ``reconstructions``, ``latent_traversal``, ``interpolation``,
+  ``class_grid``, ``denoising_triples``, ``completions`` (inpainting) return tensors (rows of images) and never write files, so
+  they can be checked numerically. They use only the model protocol (``sample``, optional
+  ``encode``/``decode``/``corrupt``/``complete``, ``conditional``, ``info``), run under ``torch.no_grad()`` in
+  eval mode (the previous train/eval flags are restored), and draw randomness only from an
+  explicit ``torch.Generator`` seeded from ``seed``: torch's global RNG is never touched;
+- ``write_run_figures`` writes every figure a model supports; ``save_loss_curves`` plots the
+  trainer's CSV log.
+
+Plots use matplotlib's object API with the Agg canvas (no pyplot), so importing this module
+changes no global matplotlib state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genzoo.evaluate.completion import HIDDEN_GRAY, parse_mask
+from genzoo.figures.grids import save_image_grid, save_rows
+from genzoo.nn.mode import eval_mode
+
+PAD_VALUE = 128  # mid-gray between cells
+MIN_CELL_PX = 56  # default scale makes each cell at least this many pixels on its long side
+NOT_PLOTTED = ("step", "epoch", "lr", "examples_per_s")  # CSV columns that are not loss terms
+
+# ------------------------------------------------------------------------------------------------
+# Model figures: tensors only, no files
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no_grad inside; every submodule's train/eval flag restored after."""
+    with eval_mode(model), torch.no_grad():
+        yield
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _generator(model: nn.Module, seed: int) -> torch.Generator:
+    return torch.Generator(device=_device(model)).manual_seed(seed)
+
+
+def _labels(model: nn.Module, y: Tensor | None, n: int) -> Tensor | None:
+    """Labels to pass on: y for conditional models (required), None otherwise."""
+    if not model.conditional:
+        return None
+    if y is None:
+        raise ValueError(f"{type(model).__name__} is conditional: figures need labels y")
+    return y.to(_device(model)).reshape(n)
+
+
+def _decode(model: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+    return model.decode(z, y).detach().float().cpu()  # (B, C, H, W)
+
+
+def sample_grid(model: nn.Module, n: int = 64, seed: int = 0) -> Tensor:
+    """n samples (n, C, H, W); conditional models get labels cycling 0..K-1."""
+    with _evaluating(model):
+        labels = None
+        if model.conditional:
+            labels = torch.arange(n, device=_device(model)) % model.info.num_classes
+        return model.sample(n, labels=labels, generator=_generator(model, seed)).detach().float().cpu()
+
+
+def reconstructions(model: nn.Module, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
+    """Rows [data, decode(encode(x, y), y)], each (B, C, H, W)."""
+    with _evaluating(model):
+        x = x.to(_device(model))
+        y = _labels(model, y, len(x))
+        return [x.detach().float().cpu(), _decode(model, model.encode(x, y), y)]
+
+
+def latent_traversal(
+    model: nn.Module, x0: Tensor, y0: Tensor | int | None = None, dims: int | Sequence[int] = 10, steps: int = 9,
+    span: float = 3.0
+) -> list[Tensor]:
+    """One row per latent dimension d (the first ``dims``, or those listed): decode(z) with
+    z = encode(x0) and z_d set to each of linspace(-span, span, steps), the other coordinates held
+    fixed ("latent perturbation").
+
+    x0: one image (C, H, W) or (1, C, H, W); y0: its label (conditional models). Rows (steps, C, H, W).
+    """
+    with _evaluating(model):
+        device = _device(model)
+        x0 = x0.to(device).reshape(1, *x0.shape[-3:])  # (1, C, H, W)
+        y = None if y0 is None else torch.as_tensor(y0, device=device).reshape(1)
+        y = _labels(model, y, 1)
+        z0 = model.encode(x0, y)  # (1, latent_dim)
+        flat = z0.reshape(1, -1)  # (1, D)
+        values = torch.linspace(-span, span, steps, device=device, dtype=flat.dtype)  # (steps,)
+        ys = None if y is None else y.expand(steps)
+        rows = []
+        for d in range(min(dims, flat.shape[1])) if isinstance(dims, int) else dims:
+            z = flat.repeat(steps, 1)  # (steps, D)
+            z[:, d] = values
+            rows.append(_decode(model, z.reshape(steps, *z0.shape[1:]), ys))
+        return rows
+
+
+def interpolation(
+    model: nn.Module,
+    x_a: Tensor,
+    x_b: Tensor,
+    y_a: Tensor | None = None,
+    y_b: Tensor | None = None,
+    steps: int = 10,
+) -> list[Tensor]:
+    """One row per pair (x_a[i], x_b[i]): decode((1 - t) encode(x_a) + t encode(x_b)) for t in
+    linspace(0, 1, steps). Conditional models decode every step with the label of a.
+
+    x_a, x_b: (P, C, H, W); rows (steps, C, H, W). y_b is accepted for symmetry and only checked.
+    """
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"interpolation: x_a {tuple(x_a.shape)} and x_b {tuple(x_b.shape)} differ")
+    with _evaluating(model):
+        device = _device(model)
+        x_a, x_b = x_a.to(device), x_b.to(device)
+        y_a = _labels(model, y_a, len(x_a))
+        y_b = _labels(model, y_b, len(x_b))
+        z_a, z_b = model.encode(x_a, y_a), model.encode(x_b, y_b)  # (P, latent_dim)
+        t = torch.linspace(0, 1, steps, device=device, dtype=z_a.dtype).reshape(steps, *[1] * (z_a.dim() - 1))
+        rows = []
+        for i in range(len(x_a)):
+            z = (1 - t) * z_a[i : i + 1] + t * z_b[i : i + 1]  # (steps, latent_dim)
+            rows.append(_decode(model, z, None if y_a is None else y_a[i].expand(steps)))
+        return rows
+
+
+def slerp(z_a: Tensor, z_b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between codes (P, D) at fractions t (T,): (T, P, D).
+
+    Under a Gaussian prior the straight line between two typical codes passes through codes of
+    atypically small norm; the great circle keeps the norm typical (White 2016, arXiv:1609.04468).
+    """
+    cos = (F.normalize(z_a, dim=-1) * F.normalize(z_b, dim=-1)).sum(-1).clamp(-1 + 1e-7, 1 - 1e-7)  # (P,)
+    omega = torch.acos(cos)
+    t = t.reshape(-1, 1)  # (T, 1)
+    return (torch.sin((1 - t) * omega)[..., None] * z_a + torch.sin(t * omega)[..., None] * z_b) / torch.sin(omega)[..., None]
+
+
+def prior_interpolation(model: nn.Module, pairs: int = 4, steps: int = 10, seed: int = 0) -> list[Tensor]:
+    """One row per pair of prior codes z_a, z_b ~ N(0, I): decode(slerp(z_a, z_b, t)), t in [0, 1].
+
+    For models with a decoder and no encoder (GANs); conditional models keep label i on row i.
+    Rows (steps, C, H, W).
+    """
+    with _evaluating(model):
+        device = _device(model)
+        g = _generator(model, seed)
+        z = torch.randn((2, pairs, model.latent_dim), generator=g, device=g.device).to(device)  # (2, P, D)
+        codes = slerp(z[0], z[1], torch.linspace(0, 1, steps, device=device))  # (steps, P, D)
+        labels = torch.arange(pairs, device=device) % model.info.num_classes if model.conditional else None
+        return [_decode(model, codes[:, i], None if labels is None else labels[i].expand(steps)) for i in range(pairs)]
+
+
+def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0) -> list[Tensor]:
+    """One row of ``per_class`` samples for each class 0..K-1 of a conditional model."""
+    if not model.conditional:
+        raise ValueError(f"class_grid: {type(model).__name__} is not conditional")
+    k = model.info.num_classes
+    with _evaluating(model):
+        labels = torch.arange(k, device=_device(model)).repeat_interleave(per_class)  # (K * per_class,)
+        x = model.sample(k * per_class, labels=labels, generator=_generator(model, seed))
+        return list(x.detach().float().cpu().reshape(k, per_class, *x.shape[1:]).unbind(0))
+
+
+def denoising_triples(model: nn.Module, x: Tensor, seed: int = 0, y: Tensor | None = None) -> list[Tensor]:
+    """Rows [clean, corrupted, denoised] with corrupted = model.corrupt(x) and
+    denoised = decode(encode(corrupted)), each (B, C, H, W)."""
+    with _evaluating(model):
+        x = x.to(_device(model))
+        y = _labels(model, y, len(x))
+        noisy = model.corrupt(x, generator=_generator(model, seed))
+        return [x.detach().float().cpu(), noisy.detach().float().cpu(), _decode(model, model.encode(noisy, y), y)]
+
+
+def completions(model: nn.Module, x: Tensor, y: Tensor | None = None, seed: int = 0) -> list[Tensor]:
+    """[data, observed (hidden half gray), completed] rows for x (B, C, H, W) with its bottom half
+    hidden: the model draws the hidden pixels given the top half (``complete``)."""
+    with _evaluating(model):
+        x = x.to(_device(model))
+        observed = parse_mask("bottom-half", *x.shape[-2:])
+        completed = model.complete(x, observed, _labels(model, y, len(x)), _generator(model, seed))
+        masked = torch.where(observed.to(x.device), x, torch.full_like(x, HIDDEN_GRAY))
+        return [t.detach().float().cpu() for t in (x, masked, completed)]
+
+
+def most_active_dims(model: nn.Module, x: Tensor, y: Tensor | None, n: int) -> list[int]:
+    """The ``n`` latent dimensions whose posterior mean varies most over the batch x.
+
+    Cov_x(E_q[z_d]) is the activity measure of Burda et al. 2016; a VAE leaves many dimensions
+    inactive (their codes equal the prior whatever the input), and traversing those shows nothing.
+    """
+    with _evaluating(model):
+        x = x.to(_device(model))
+        codes = model.encode(x, _labels(model, y, len(x)))  # (B, latent_dim)
+        activity = codes.reshape(len(x), -1).var(0) if len(x) > 1 else codes.new_ones(codes[0].numel())
+        return activity.argsort(descending=True)[:n].tolist()
+
+
+def write_run_figures(
+    model: nn.Module, x: Tensor, y: Tensor | None, out_dir: str | os.PathLike, seed: int = 0
+) -> list[Path]:
+    """Write every figure the model supports into ``out_dir``; returns the paths written.
+
+    x: held-out batch (B, C, H, W) in [0, 1], y: its labels or None. Uses the first 16 examples for
+    reconstructions, the first 8 for denoising, x[0] for the traversal and pairs (x[i], x[i+P]) for
+    interpolation (between prior codes for a decoder without an encoder). Capabilities are read from
+    the model (``encode``/``decode``/``latent_dim``, ``conditional``, ``corrupt``), never from its name.
+    """
+    out_dir = Path(out_dir)
+    paths = [save_image_grid(sample_grid(model, 64, seed), out_dir / "samples.png", nrow=8)]
+    if hasattr(model, "encode") and hasattr(model, "decode"):
+        xs, ys = x[:16], None if y is None else y[:16]
+        paths.append(save_rows(reconstructions(model, xs, ys), out_dir / "reconstructions.png", ["data", "recon"]))
+        dims = most_active_dims(model, x, y, 10)
+        rows = latent_traversal(model, x[0], None if y is None else y[0], dims=dims)
+        paths.append(save_rows(rows, out_dir / "latent_traversal.png", [f"z{d}" for d in dims]))
+        pairs = min(4, len(x) // 2)
+        if pairs:
+            ya = yb = None
+            if y is not None:
+                ya, yb = y[:pairs], y[pairs : 2 * pairs]
+            rows = interpolation(model, x[:pairs], x[pairs : 2 * pairs], ya, yb)
+            paths.append(save_rows(rows, out_dir / "interpolation.png"))
+    elif hasattr(model, "decode") and hasattr(model, "latent_dim"):  # a generator without an encoder
+        paths.append(save_rows(prior_interpolation(model, 4, 10, seed), out_dir / "interpolation.png"))
+    if model.conditional:
+        rows = class_grid(model, 10, seed)
+        paths.append(save_rows(rows, out_dir / "class_grid.png", [str(k) for k in range(len(rows))]))
+    if hasattr(model, "corrupt") and hasattr(model, "encode") and hasattr(model, "decode"):
+        rows = denoising_triples(model, x[:8], seed, None if y is None else y[:8])
+        paths.append(save_rows(rows, out_dir / "denoising.png", ["clean", "corrupted", "denoised"]))
+    if hasattr(model, "complete"):
+        rows = completions(model, x[:8], None if y is None else y[:8], seed)
+        paths.append(save_rows(rows, out_dir / "completions.png", ["data", "observed", "completed"]))
+    return paths

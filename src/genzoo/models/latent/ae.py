@@ -1,0 +1,126 @@
+"""Deterministic autoencoder.
+
+An encoder maps x to a code z = f(x), a decoder maps it back, and training minimises the
+reconstruction error (binary cross-entropy or squared error, summed over pixels). Nothing makes
+the codes of the training data fill any particular region, so decoding a random code z ~ N(0, I)
+rarely gives a digit: the limitation the course notes use to motivate the VAE. ``latent_sampler``
+shows both sides: "prior" samples N(0, I) codes; "gmm" fits a Gaussian mixture to the training
+codes after training (a post-hoc density on the latent space, as in Ghosh et al. 2020,
+"From Variational to Deterministic Autoencoders") and samples codes from it.
+
+The autoencoder defines no likelihood; ``eval`` says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genzoo.data.core import DataInfo
+from genzoo.distributions.likelihoods import sum_pixels
+from genzoo.distributions.numerics import draw
+from genzoo.models.base import (
+    GenerativeModel,
+    ModelConfig,
+    check_choice,
+    check_positive,
+)
+from genzoo.nn.image import ImageDecoder, ImageEncoder, check_architecture
+
+
+@dataclass
+class AutoencoderConfig(ModelConfig):
+    """The encoder/decoder networks shared by the autoencoder family."""
+
+    latent_dim: int = 16  # dimensions of z
+    hidden_dim: int = 512  # width of the hidden layers
+    num_hidden_layers: int = 2  # per MLP encoder/decoder
+    activation: str = "relu"  # hidden units of the MLP layers: "relu" | "tanh" | "gated" (gated linear units)
+    architecture: str = "mlp"  # "mlp" | "conv"
+    channels: int = 32  # first conv layer's channels (architecture="conv")
+
+    def validate(self, info: DataInfo) -> None:
+        check_positive(self, "latent_dim", "hidden_dim", "num_hidden_layers", "channels")
+        check_architecture(self.architecture, info.shape, self.activation)
+
+    def networks(self, info: DataInfo, encoder_out: int, decoder_in: int, params_per_dim: int,
+                 cond_dim: int = 0) -> tuple[ImageEncoder, ImageDecoder]:
+        kw = dict(hidden_dim=self.hidden_dim, channels=self.channels, num_hidden_layers=self.num_hidden_layers,
+                  activation=self.activation)
+        return (ImageEncoder(self.architecture, info.shape, out_dim=encoder_out, cond_dim=cond_dim, **kw),
+                ImageDecoder(self.architecture, info.shape, in_dim=decoder_in, params_per_dim=params_per_dim, **kw))
+
+
+@dataclass
+class AEConfig(AutoencoderConfig):
+    reconstruction: str = "bce"  # "bce" (cross-entropy against [0, 1] pixels) | "mse"
+    latent_sampler: str = "gmm"  # "prior": z ~ N(0, I) | "gmm": mixture fitted to the training codes
+    gmm_components: int = 10  # components of the latent mixture
+
+    def validate(self, info: DataInfo) -> None:
+        super().validate(info)
+        check_choice(self, "reconstruction", ("bce", "mse"))
+        check_choice(self, "latent_sampler", ("prior", "gmm"))
+        check_positive(self, "gmm_components")
+
+
+class AutoEncoder(GenerativeModel):
+    name = "ae"
+    description = "Deterministic autoencoder (BCE or MSE); samples from N(0, I) or a mixture fitted to its codes"
+    Config = AEConfig
+
+    def __init__(self, config: AEConfig, info: DataInfo):
+        super().__init__(config, info)
+        d, g = config.latent_dim, config.gmm_components
+        self.encoder, self.decoder = config.networks(info, encoder_out=d, decoder_in=d, params_per_dim=1)
+        # The latent mixture (weights, means, Cholesky factors), N(0, I) until fitted.
+        self.register_buffer("gmm_weights", torch.full((g,), 1.0 / g))
+        self.register_buffer("gmm_means", torch.zeros(g, d))
+        self.register_buffer("gmm_scale_tril", torch.eye(d).repeat(g, 1, 1))
+
+    @property
+    def input_kind(self) -> str:
+        return "binary" if self.info.value_type == "binary" else "discrete"
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        self.check_input(x)
+        return self.encoder(x)  # (B, d)
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return torch.sigmoid(self.decoder(z))  # (B, C, H, W) in [0, 1]
+
+    def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
+        logits = self.decoder(self.encode(x))
+        if self.config.reconstruction == "bce":
+            recon = sum_pixels(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
+        else:
+            recon = sum_pixels((torch.sigmoid(logits) - x) ** 2)
+        return {"loss": recon, "recon": recon}
+
+    @torch.no_grad()
+    def fit_after_training(self, batches: Iterable[tuple[Tensor, Tensor | None]]) -> None:
+        """Fit the latent Gaussian mixture to the codes of the training data."""
+        from sklearn.mixture import (
+            GaussianMixture,  # imported here: scikit-learn is slow to import
+        )
+        codes = torch.cat([self.encode(x) for x, _ in batches]).double().cpu().numpy()
+        gmm = GaussianMixture(self.config.gmm_components, covariance_type="full", reg_covar=1e-4, random_state=0)
+        gmm.fit(codes)
+        self.gmm_weights.copy_(torch.from_numpy(gmm.weights_))
+        self.gmm_means.copy_(torch.from_numpy(gmm.means_))
+        self.gmm_scale_tril.copy_(torch.linalg.cholesky(torch.from_numpy(gmm.covariances_)))
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Decoded codes (n, C, H, W), the codes drawn from N(0, I) or from the fitted mixture."""
+        eps = draw(torch.randn, (n, self.config.latent_dim), generator, self.device, self.dtype)
+        if self.config.latent_sampler == "prior":
+            return self.decode(eps)
+        u = draw(torch.rand, (n,), generator, self.device, self.dtype)  # component by inverse CDF of the weights
+        component = torch.searchsorted(self.gmm_weights.cumsum(0), u).clamp(max=len(self.gmm_weights) - 1)
+        z = self.gmm_means[component] + (self.gmm_scale_tril[component] @ eps.unsqueeze(-1)).squeeze(-1)
+        return self.decode(z)

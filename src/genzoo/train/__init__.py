@@ -1,0 +1,43 @@
+"""Training: one loop for every model."""
+
+from genzoo.train.loop import (
+    LOG_FILE,
+    LR_SCHEDULES,
+    PRECISIONS,
+    SELECTION_FILE,
+    WARN_AFTER_ROWS,
+    WARNING_NUMBERS,
+    OutputExists,
+    RunningLog,
+    Selection,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    check_scorable,
+    epoch_shard,
+    lr_factor,
+    prepare_output_dir,
+    train,
+    train_config,
+)
+
+__all__ = [
+    "LOG_FILE",
+    "LR_SCHEDULES",
+    "OutputExists",
+    "PRECISIONS",
+    "RunningLog",
+    "SELECTION_FILE",
+    "Selection",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "WARNING_NUMBERS",
+    "WARN_AFTER_ROWS",
+    "check_scorable",
+    "epoch_shard",
+    "lr_factor",
+    "prepare_output_dir",
+    "train",
+    "train_config",
+]
