@@ -61,15 +61,19 @@ class DataInfo:
     """What a dataset is: enough for a model to choose its likelihood and for bits/dim."""
 
     name: str
-    shape: tuple[int, int, int]  # (C, H, W)
+    shape: tuple[int, ...]  # (C, H, W) for images, (D,) for vectors
     num_classes: int  # 0 when the dataset has no labels
     value_type: ValueType
     num_levels: int | None  # 2 for binary, 17 for digits, 256 for 8-bit; None if continuous
 
     @property
     def dim(self) -> int:
-        c, h, w = self.shape
-        return c * h * w
+        return math.prod(self.shape)
+
+    @property
+    def kind(self) -> str:
+        """"image" (C, H, W) or "vector" (D,): what networks fit it and which metrics apply."""
+        return "image" if len(self.shape) == 3 else "vector"
 
     def to_dict(self) -> dict:
         return {
@@ -89,7 +93,7 @@ class DataInfo:
 class Split:
     """One split of a dataset, as stored levels, and a sentence saying where it came from."""
 
-    images: Tensor  # (N, C, H, W) uint8 levels
+    images: Tensor  # (N, C, H, W) uint8 levels, or (N, D) float32 vectors
     labels: Tensor | None  # (N,) int64, None for unlabelled data
     split: str  # "train", "valid" or "test"
     source: str  # e.g. "official validation file binarized_mnist_valid.amat.gz, 10,000 images"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genzoo.data.core import SPLITS, DataInfo, Split
+from genzoo.data import toy2d
 from genzoo.data.images import Arrays, load_binarized_mnist, load_digits, load_mnist
 
 
@@ -22,6 +23,8 @@ class DatasetSpec:
     default_epochs: int
     load: Callable[[str | None, bool], dict[str, Arrays]]  # (data_root, download) -> split -> arrays
 
+
+TOY2D_EPOCHS = 20  # 7,800 steps of 128 points
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -40,6 +43,23 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     ]
 }
+
+
+def _load_toy2d(name: str) -> Callable[[str | None, bool], dict[str, Arrays]]:
+    """The arena's fixed splits of 2-D points (``toy2d.splits``): no files, no labels."""
+
+    def load(data_root: str | None, download: bool) -> dict[str, Arrays]:
+        return {split: (points, None, f"genzoo.data.toy2d {name!r}, {split} split: {len(points):,} points drawn "
+                                      f"with seed {toy2d.SPLIT_SEEDS[split]}")
+                for split, points in toy2d.splits(name).items()}
+
+    return load
+
+
+for _density in toy2d.TOY2D.values():  # the 2-D density arena: exact densities, 50,000 training points
+    DATASETS[_density.name] = DatasetSpec(_density.name, f"2-D: {_density.description}",
+                                          DataInfo(_density.name, (2,), 0, "continuous", None),
+                                          TOY2D_EPOCHS, _load_toy2d(_density.name))
 
 
 def _spec(name: str) -> DatasetSpec:

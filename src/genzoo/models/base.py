@@ -150,11 +150,12 @@ class GenerativeModel(nn.Module):
 
     # --- helpers shared by all models --------------------------------------------------------
     def check_input(self, x: Tensor) -> None:
-        """Images must be (B, C, H, W) of this model's data shape, with finite values."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.info.shape:
-            raise ValueError(f"{self.name} was built for images of shape (B, {', '.join(map(str, self.info.shape))}) "
+        """Inputs must be (B, *shape) of this model's data (images (B, C, H, W), vectors (B, D)), finite."""
+        if tuple(x.shape[1:]) != self.info.shape or x.dim() != 1 + len(self.info.shape):
+            what = "images" if self.info.kind == "image" else "vectors"
+            raise ValueError(f"{self.name} was built for {what} of shape (B, {', '.join(map(str, self.info.shape))}) "
                              f"({self.info.name}), got {tuple(x.shape)}")
-        check_finite(x, f"{self.name}: the input images")
+        check_finite(x, f"{self.name}: the input {what}")
 
     def check_labels(self, y: Tensor | None, n: int) -> Tensor | None:
         """Validate labels for a conditional model; return None for unconditional ones."""
