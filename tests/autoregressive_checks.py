@@ -15,7 +15,7 @@ def input_gradients(model: AutoregressiveModel, x: torch.Tensor, y: torch.Tensor
     which inputs the conditional of dimension d reads.
     """
     x = x.clone().requires_grad_(True)
-    params = model.conditionals(x, y, component).flatten(1, 3)[:, d]  # (B, P)
+    params = model.conditionals(x, y, component).flatten(1, -2)[:, d]  # (B, P), for images and vectors alike
     (grad,) = torch.autograd.grad(params.float().sum(), x, allow_unused=True)
     if grad is None:
         return torch.zeros(x[0].numel())

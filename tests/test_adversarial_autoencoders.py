@@ -206,13 +206,17 @@ def test_unknown_phase_fails_naming_the_phases():
 
 
 # --- likelihoods and estimates --------------------------------------------------------------------------
-def test_log_likelihood_is_unavailable_with_a_reason():
+def test_aae_has_no_likelihood_and_avb_an_estimate_that_is_no_bound():
     x, _ = batch(DIGITS)
-    aae = make("aae").log_likelihood(x, num_samples=10, generator=gen(0))
-    assert aae.kind == "unavailable" and aae.value is None and "no tractable likelihood" in aae.reason
-    avb = make("avb").log_likelihood(x, num_samples=10, generator=gen(0))
-    assert avb.kind == "unavailable" and avb.value is None
-    assert "discriminator" in avb.reason and "not a bound" in avb.reason
+    aae = make("aae")
+    result = aae.log_likelihood(x, num_samples=10, generator=gen(0))
+    assert result.kind == "unavailable" and result.value is None and "no tractable likelihood" in result.reason
+    assert aae.estimators == ()
+    avb = make("avb")
+    estimate = avb.log_likelihood(x, num_samples=10, generator=gen(0))
+    assert estimate.kind == "estimate" and avb.estimators == ("discriminator",)
+    assert "discriminator" in estimate.reason and "not a bound" in estimate.reason
+    torch.testing.assert_close(estimate.value, avb.elbo_estimate(x, generator=gen(0)))
 
 
 def test_avb_elbo_estimate_is_log_px_given_z_minus_T_seeded_by_the_generator():
@@ -298,7 +302,7 @@ def test_cli_trains_aae_on_mnist(shared_data, tmp_path):
     assert {"autoencoder/recon", "discriminator/d_real", "discriminator/d_fake", "encoder/loss"} <= set(header)
 
 
-def test_cli_trains_avb_on_binarized_mnist_and_eval_reports_no_likelihood(shared_data, tmp_path, capsys):
+def test_cli_trains_avb_on_binarized_mnist_and_eval_reports_an_estimate(shared_data, tmp_path, capsys):
     out = tmp_path / "avb"
     code = main(["train", "avb", "--data", "binarized_mnist", "--data-root", str(shared_data / "binarized_mnist"),
                  *TINY, "--out", str(out)])
@@ -309,6 +313,6 @@ def test_cli_trains_avb_on_binarized_mnist_and_eval_reports_no_likelihood(shared
     capsys.readouterr()
     assert main(["eval", str(out), "--json", "--limit", "50"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert metrics["likelihood"] == "unavailable"
-    assert metrics["nll_nats"] is None and metrics["neg_elbo_nats"] is None
+    assert metrics["likelihood"] == "estimate" and "neg_elbo_nats" not in metrics
+    assert metrics["nll_std_err"] is None  # one draw of the estimate per example: no variance
     assert "not a bound" in metrics["likelihood_method"]

@@ -11,20 +11,7 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 
 from genzoo.data.toy2d import get_toy2d, splits
-from genzoo.evaluate.arena import (
-    ARENA_METRICS,
-    arena_bandwidth,
-    arena_sample_metrics,
-    density_grid,
-    grid_mass,
-    histogram2d,
-    histogram_kl,
-    kl_divergence,
-    median_bandwidth,
-    mmd2,
-    projection_directions,
-    sliced_wasserstein,
-)
+from genzoo.evaluate.arena import arena_bandwidth, ARENA_METRICS, arena_sample_metrics, density_grid, grid_mass, histogram2d, histogram_kl, kl_divergence, median_bandwidth, mmd2, projection_directions, sliced_wasserstein
 
 
 def _generator(seed: int = 0) -> torch.Generator:

@@ -16,19 +16,10 @@ from autoregressive_checks import check_autoregressive
 
 from genzoo.data.core import DataInfo
 from genzoo.evaluate.completion import parse_mask
-from genzoo.models.autoregressive.base import (
-    AutoregressiveConfig,
-    AutoregressiveModel,
-    BernoulliDim,
-    CategoricalDim,
-    LogisticMixtureDim,
-    PixelOutputHead,
-    observed_mask,
-    observed_precede_hidden,
-    raster_order,
-)
+from genzoo.distributions.likelihoods import Bernoulli, Categorical, DiscretizedLogistic, LogisticMixture
+from genzoo.models.autoregressive.base import AutoregressiveConfig, AutoregressiveModel, observed_mask, observed_precede_hidden, PixelOutputHead, raster_order
 from genzoo.models.base import ModelConfig
-from genzoo.nn.masked import MaskedConv2d, MaskedLinear, check_causal_mask, spatial_mask
+from genzoo.nn.masked import check_causal_mask, MaskedConv2d, MaskedLinear, spatial_mask
 
 BINARY = DataInfo("toy-binary", (1, 3, 3), 0, "binary", 2)
 LEVELS = DataInfo("toy-levels", (2, 2, 2), 3, "discrete", 5)
@@ -68,7 +59,7 @@ def toy(info=BINARY, **config) -> FullyVisibleSigmoidBelief:
 
 
 # --- per-dimension likelihoods ---------------------------------------------------------------------
-LIKELIHOODS = [BernoulliDim(), CategoricalDim(5), LogisticMixtureDim(5, 3), LogisticMixtureDim(256, 2)]
+LIKELIHOODS = [Bernoulli(), Categorical(5), LogisticMixture(5, 3), LogisticMixture(256, 2), DiscretizedLogistic(17)]
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS, ids=lambda l: f"{l.name}")
@@ -80,7 +71,7 @@ def test_each_dimension_likelihood_sums_to_one_over_its_levels(likelihood):
     assert torch.allclose(torch.logsumexp(log_p.double(), 0), torch.zeros(7, dtype=torch.float64), atol=1e-5)
 
 
-@pytest.mark.parametrize("likelihood", LIKELIHOODS[:3], ids=lambda l: f"{l.name}")
+@pytest.mark.parametrize("likelihood", [*LIKELIHOODS[:3], LIKELIHOODS[4]], ids=lambda l: f"{l.name}")
 def test_sampling_from_noise_draws_each_level_with_its_probability(likelihood):
     levels = 2 if likelihood.name == "bernoulli" else likelihood.num_levels
     generator = torch.Generator().manual_seed(2)
@@ -216,7 +207,7 @@ def test_bad_input_names_the_problem():
     with pytest.raises(ValueError, match="needs class labels"):
         toy(BINARY, class_conditional=True)
     model = toy(BINARY)
-    with pytest.raises(ValueError, match="unknown sampler 'fast'.*naive"):
+    with pytest.raises(ValueError, match="no sampler 'fast'; its samplers: naive"):
         model.sample(2, sampler="fast")
     with pytest.raises(ValueError, match="built for images of shape"):
         model.log_likelihood(torch.zeros(2, 1, 4, 4))

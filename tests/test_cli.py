@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from genzoo import data
-from genzoo.data import images
-from genzoo.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, read_tensors
+from genzoo.checkpoint import CONFIG_FILE, MODEL_FILE, read_tensors, TRAIN_STATE_FILE
 from genzoo.cli import main
+from genzoo.data import images
 from genzoo.data.registry import DATASETS, list_datasets
 from genzoo.models.registry import MODELS
-from genzoo.train.loop import TrainConfig
+from genzoo.train.config import TrainConfig
 
 SMALL = ["--hidden-dim", "32", "--latent-dim", "4"]
 RUN_FILES = {CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, "log.csv", "metrics.json", "samples.png", "loss_curves.png"}
@@ -129,7 +128,7 @@ def test_train_writes_a_complete_run_directory(tiny_run, model):
         assert metrics["likelihood"] == "unavailable"
         assert metrics["nll_nats"] is None and metrics["bits_per_dim"] is None
     else:
-        assert metrics["likelihood"] == "lower_bound" and metrics["iw_samples"] == 5
+        assert metrics["likelihood"] == "lower_bound" and metrics["draws"] == 5 and metrics["estimator"] == "importance"
         for key in ("nll_nats", "bits_per_dim", "neg_elbo_nats"):
             assert math.isfinite(metrics[key]) and metrics[key] > 0, key
         assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * math.log(2)))
@@ -164,8 +163,8 @@ def test_eval_json_prints_exactly_one_object_and_writes_it(vae_run, capsys):
     code, out, _ = run(capsys, "eval", vae_run, "--split", "test", "--iw-samples", "10", "--limit", "50", "--json")
     assert code == 0
     metrics = json.loads(out)  # the whole of stdout is one JSON object
-    assert {"nll_nats", "bits_per_dim", "neg_elbo_nats", "num_examples", "split", "iw_samples"} <= set(metrics)
-    assert metrics["num_examples"] == 50 and metrics["split"] == "test" and metrics["iw_samples"] == 10
+    assert {"nll_nats", "bits_per_dim", "neg_elbo_nats", "num_examples", "split", "draws", "nll_std_err"} <= set(metrics)
+    assert metrics["num_examples"] == 50 and metrics["split"] == "test" and metrics["draws"] == 10
     # The 10-sample importance-weighted bound is tighter than the ELBO.
     assert metrics["nll_nats"] <= metrics["neg_elbo_nats"]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * math.log(2)))
@@ -177,7 +176,7 @@ def test_eval_without_json_prints_readable_lines(vae_run, capsys):
     code, out, _ = run(capsys, "eval", vae_run, "--split", "valid", "--iw-samples", "5", "--limit", "20")
     assert code == 0
     assert out.startswith("valid split: 20 examples")
-    assert "negative ELBO" in out and "NLL (IS, K=5)" in out
+    assert "negative ELBO" in out and "upper bound: importance, 5 draws" in out
 
 
 SAMPLE_QUALITY_KEYS = {"fd", "kid", "kid_std", "precision", "recall", "classifier_score", "num_samples",
@@ -216,11 +215,13 @@ def test_train_help_shows_the_model_training_defaults(capsys):
     assert "--betas TUPLE AdamW betas (default: 0.5,0.999)" in help_text
 
 
-def test_avb_eval_reports_no_likelihood_but_an_elbo_estimate(tiny_run, capsys):
+def test_avb_eval_reports_an_elbo_estimate_labelled_as_no_bound(tiny_run, capsys):
     code, out, _ = run(capsys, "eval", tiny_run("avb"), "--iw-samples", "2", "--limit", "20", "--json")
     metrics = json.loads(out)
-    assert code == 0 and metrics["nll_nats"] is None and metrics["likelihood"] == "unavailable"
-    assert metrics["neg_elbo_estimate_nats"] > 0 and "not a bound" in metrics["neg_elbo_estimate_method"]
+    assert code == 0 and metrics["likelihood"] == "estimate" and metrics["estimator"] == "discriminator"
+    assert metrics["nll_nats"] > 0 and "not a bound" in metrics["likelihood_method"]
+    code, _, err = run(capsys, "eval", tiny_run("avb"), "--estimator", "importance", "--limit", "20")
+    assert code == 1 and "avb has no estimator 'importance'; its estimators: discriminator" in err
 
 
 # --- sample -------------------------------------------------------------------------------------

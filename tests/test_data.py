@@ -12,17 +12,8 @@ import torch
 
 from genzoo import data
 from genzoo.data import images, registry
-from genzoo.data.core import (
-    DataInfo,
-    Split,
-    bits_per_dim,
-    check_finite,
-    nats_offset,
-    prepare,
-    scale_from_symmetric,
-    scale_to_symmetric,
-    static_binarize,
-)
+from genzoo.data.toy2d import TOY2D
+from genzoo.data.core import bits_per_dim, check_finite, DataInfo, nats_offset, prepare, scale_from_symmetric, scale_to_symmetric, Split, static_binarize
 from genzoo.data.registry import dataset_info, list_datasets, load_split
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -37,7 +28,7 @@ MNIST_INFO = DataInfo("mnist", (1, 28, 28), 10, "discrete", 256)
 
 # --- registry ----------------------------------------------------------------------------------
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown dataset 'x'; choose one of: binarized_mnist, digits, mnist$"):
+    with pytest.raises(ValueError, match="unknown dataset 'x'; choose one of: binarized_mnist, checkerboard, digits, eight-gaussians, mnist, rings, two-moons$"):
         load_split("x", "train")
     with pytest.raises(ValueError, match="unknown dataset 'x'"):
         dataset_info("x")
@@ -46,7 +37,8 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_list_datasets_and_info():
-    assert [name for name, _ in list_datasets()] == sorted(data.DATASETS)
+    assert [name for name, _ in list_datasets()] == list(data.DATASETS)  # images, then the 2-D arena
+    assert {name for name in data.DATASETS if dataset_info(name).kind == "vector"} == set(TOY2D)
     assert all(description for _, description in list_datasets())
     assert dataset_info("digits") == DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
     assert dataset_info("binarized_mnist").num_classes == 0

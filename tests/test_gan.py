@@ -11,14 +11,7 @@ from torch.nn.utils import parametrize
 from genzoo.cli import main
 from genzoo.data.core import DataInfo
 from genzoo.models.adversarial.gan import GAN
-from genzoo.models.adversarial.losses import (
-    annealed_std,
-    discriminator_loss,
-    generator_loss,
-    gradient_penalty,
-    r1_penalty,
-    sample_diversity,
-)
+from genzoo.models.adversarial.losses import annealed_std, discriminator_loss, generator_loss, gradient_penalty, r1_penalty, sample_diversity
 from genzoo.models.registry import build_model
 from genzoo.train.loop import train
 

@@ -4,7 +4,8 @@
 - ELBO <= IWAE_k <= log p(x), IWAE_k rising with k, with log p(x) by quadrature over a 1-D latent;
 - reparameterised gradients == analytic, score-function (REINFORCE) and finite-difference ones;
 - the IWAE surrogate: value -L_k, gradient sum_i w~_i grad log w_i with the weights detached;
-- the pixel likelihoods are normalised and equal their textbook formulas;
+- the per-dimension likelihoods are normalised and equal their textbook formulas, and the
+  decoder's (P*C, H, W) layout is read as it always was;
 - the CVAE's learned prior enters its KL; beta and the KL warm-up weight only the training loss;
 - the VampPrior is a normalised mixture density, sampled from correctly, and the bounds above
   hold under it (the 1-D checks run for both priors).
@@ -24,7 +25,7 @@ from torch.distributions import Normal
 
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import gaussian_kl, gaussian_log_prob, reparameterize
-from genzoo.distributions.likelihoods import Bernoulli, DiscretizedLogistic, Gaussian
+from genzoo.distributions.likelihoods import Bernoulli, DiscretizedLogistic, Gaussian, params_to_last, sum_data_dims
 from genzoo.distributions.mixture import gaussian_mixture_log_prob
 from genzoo.distributions.numerics import log_mean_exp
 from genzoo.models.registry import build_model
@@ -147,7 +148,7 @@ def quadrature_log_px(model, x: Tensor, grid: Tensor = GRID) -> Tensor:
 
 def mean_bound(model, x: Tensor, k: int, repeats: int, seed: int) -> tuple[Tensor, Tensor]:
     """Mean and standard error over ``repeats`` independent estimates of the k-sample bound, (B,)."""
-    value = model.log_likelihood(x.repeat(repeats, 1, 1, 1), num_samples=k, generator=gen(seed)).value
+    value = model.log_likelihood(x.repeat(repeats, *[1] * (x.dim() - 1)), num_samples=k, generator=gen(seed)).value
     return mc_mean(value.reshape(repeats, x.shape[0]))
 
 
@@ -393,19 +394,19 @@ def test_iwae_with_one_sample_is_the_single_sample_negative_elbo():
     assert_grads_close(grads_of(out["loss"], model), grads_of(neg_elbo, model))
 
 
-# --- 5. pixel likelihoods -------------------------------------------------------------------------------
+# --- 5. per-dimension likelihoods ------------------------------------------------------------------------
 MEAN_LOGITS = torch.tensor([-40.0, -8.0, -2.0, -0.3, 0.0, 0.7, 3.0, 9.0, 40.0])  # mean = sigmoid(logit)
 LOG_SCALES = torch.tensor([-30.0, -7.0, -4.0, -1.5, 0.0, 1.0, 3.0, 8.0])  # below -7 is clamped
 
 
 def _level_grid(num_levels: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Every level x every (mean, log-scale) pair as a batch of 1x1x1 images: x (N,1,1,1), params (N,2,1,1)."""
+    """Every level x every (mean, log-scale) pair as one dimension each: x (N,), params (N, 2)."""
     m, s = torch.meshgrid(MEAN_LOGITS, LOG_SCALES, indexing="ij")
     m, s = m.reshape(-1), s.reshape(-1)  # (M,)
     levels = torch.arange(num_levels, dtype=dtype) / (num_levels - 1)  # (K,), exact in this precision
     x = levels.repeat(len(m))  # (M*K,): all levels for pair 0, then pair 1, ...
     params = torch.stack([m.repeat_interleave(num_levels), s.repeat_interleave(num_levels)], 1)
-    return x.reshape(-1, 1, 1, 1), params.to(dtype).reshape(-1, 2, 1, 1)
+    return x, params.to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
@@ -426,9 +427,9 @@ def test_discretized_logistic_equals_cdf_differences(num_levels):
     log_p = DiscretizedLogistic(num_levels).log_prob(x, params)
     mean, scale = torch.sigmoid(params[:, 0]), torch.exp(params[:, 1].clamp(min=-7.0))
     h = 0.5 / (num_levels - 1)
-    cdf_upper = torch.where(x[:, 0] > 1 - h, 1.0, torch.sigmoid((x[:, 0] + h - mean) / scale))
-    cdf_lower = torch.where(x[:, 0] < h, 0.0, torch.sigmoid((x[:, 0] - h - mean) / scale))
-    p = (cdf_upper - cdf_lower).reshape(-1)
+    cdf_upper = torch.where(x > 1 - h, 1.0, torch.sigmoid((x + h - mean) / scale))
+    cdf_lower = torch.where(x < h, 0.0, torch.sigmoid((x - h - mean) / scale))
+    p = cdf_upper - cdf_lower
     reliable = p > 1e-6  # where the naive difference has not lost its digits
     torch.testing.assert_close(log_p[reliable], p[reliable].log(), rtol=0, atol=1e-6)
 
@@ -442,16 +443,28 @@ def test_discretized_logistic_gradient_is_finite_at_extremes():
 
 def test_bernoulli_log_prob_equals_hand_formula():
     g = gen(0)
-    logits = 6 * torch.randn(3, 1, 5, 5, generator=g, dtype=F64)
+    logits = 6 * torch.randn(3, 1, 5, 5, 1, generator=g, dtype=F64)  # (B, C, H, W, P=1)
     x = (torch.rand(3, 1, 5, 5, generator=g) < 0.5).to(F64)
-    hand = (x * torch.log(torch.sigmoid(logits)) + (1 - x) * torch.log(1 - torch.sigmoid(logits))).sum((1, 2, 3))
+    p = torch.sigmoid(logits[..., 0])
+    hand = x * torch.log(p) + (1 - x) * torch.log(1 - p)
     torch.testing.assert_close(Bernoulli().log_prob(x, logits), hand, rtol=1e-10, atol=1e-10)
     # stable for huge logits, where the hand formula overflows
-    big = torch.tensor([[[[-200.0, 200.0]]]], dtype=F64)
-    torch.testing.assert_close(Bernoulli().log_prob(torch.tensor([[[[0.0, 1.0]]]], dtype=F64), big),
-                               torch.zeros(1, dtype=F64), rtol=0, atol=1e-12)
-    torch.testing.assert_close(Bernoulli().log_prob(torch.tensor([[[[1.0, 1.0]]]], dtype=F64), big),
-                               torch.tensor([-200.0], dtype=F64), rtol=1e-12, atol=1e-12)
+    big = torch.tensor([[-200.0], [200.0]], dtype=F64)  # (2 dimensions, P=1)
+    torch.testing.assert_close(Bernoulli().log_prob(torch.tensor([0.0, 1.0], dtype=F64), big),
+                               torch.zeros(2, dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(Bernoulli().log_prob(torch.tensor([1.0, 1.0], dtype=F64), big),
+                               torch.tensor([-200.0, 0.0], dtype=F64), rtol=1e-12, atol=1e-12)
+
+
+def test_params_to_last_reads_the_decoder_layout_as_chunking_its_channels_did():
+    """A decoder's (..., P*C, H, W): parameter p of channel c is channel p*C + c, i.e. chunk(P, dim=-3)."""
+    params = torch.randn(4, 3, 2 * 3, 5, 6, generator=gen(3))  # (S, B, P*C, H, W), P = 2, C = 3
+    per_dim = params_to_last(params, (3, 5, 6))  # (S, B, C, H, W, P)
+    assert per_dim.shape == (4, 3, 3, 5, 6, 2)
+    for p, chunk in enumerate(params.chunk(2, dim=-3)):
+        assert torch.equal(per_dim[..., p], chunk)
+    vectors = torch.randn(7, 3 * 2, generator=gen(4))  # (B, P*D), P = 3, D = 2
+    assert torch.equal(params_to_last(vectors, (2,)), torch.stack(vectors.chunk(3, dim=-1), -1))
 
 
 def test_gaussian_log_prob_equals_torch_normal():
@@ -459,24 +472,27 @@ def test_gaussian_log_prob_equals_torch_normal():
     params = torch.randn(3, 2, 4, 4, generator=g, dtype=F64)  # (B, 2*C, H, W): mean logits, log-scales
     x = torch.rand(3, 1, 4, 4, generator=g, dtype=F64)
     mean, log_scale = params.chunk(2, dim=1)
-    reference = Normal(torch.sigmoid(mean), log_scale.exp()).log_prob(x).sum((1, 2, 3))
-    torch.testing.assert_close(Gaussian().log_prob(x, params), reference, rtol=1e-12, atol=1e-12)
+    reference = Normal(torch.sigmoid(mean), log_scale.exp()).log_prob(x)
+    log_p = Gaussian().log_prob(x, params_to_last(params, (1, 4, 4)))  # (B, C, H, W)
+    torch.testing.assert_close(log_p, reference, rtol=1e-12, atol=1e-12)
     # log-scales below the floor are clamped to it
     params[:, 1] = -50.0
-    reference = Normal(torch.sigmoid(mean), math.exp(Gaussian.min_log_scale)).log_prob(x).sum((1, 2, 3))
-    torch.testing.assert_close(Gaussian().log_prob(x, params), reference, rtol=1e-12, atol=1e-9)
+    reference = Normal(torch.sigmoid(mean), math.exp(Gaussian.min_log_scale)).log_prob(x)
+    torch.testing.assert_close(Gaussian().log_prob(x, params_to_last(params, (1, 4, 4))), reference,
+                               rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("likelihood", [Bernoulli(), Gaussian(), DiscretizedLogistic(256)], ids=lambda lik: lik.name)
-def test_pixel_likelihood_broadcasts_x_over_leading_sample_dims(likelihood):
+def test_decoder_likelihood_broadcasts_x_over_leading_sample_dims(likelihood):
     # params (S, B, P*C, H, W) for S samples of z per image; x (B, C, H, W) is shared by all S
     g = gen(2)
-    params = torch.randn(4, 3, likelihood.params_per_dim, 5, 5, generator=g, dtype=F64)
+    params = params_to_last(torch.randn(4, 3, likelihood.params_per_dim, 5, 5, generator=g, dtype=F64), (1, 5, 5))
     x = (torch.rand(3, 1, 5, 5, generator=g, dtype=F64) * 255).round() / 255
     if likelihood.input_kind == "binary":
         x = (x > 0.5).to(F64)
-    per_sample = torch.stack([likelihood.log_prob(x, p) for p in params])  # (S, B)
+    per_sample = torch.stack([likelihood.log_prob(x, p) for p in params])  # (S, B, C, H, W)
     torch.testing.assert_close(likelihood.log_prob(x, params), per_sample, rtol=1e-12, atol=1e-12)
+    assert sum_data_dims(per_sample, (1, 5, 5)).shape == (4, 3)
 
 
 # --- 6. CVAE with a learned prior -------------------------------------------------------------------------

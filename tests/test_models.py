@@ -13,7 +13,7 @@ import torch
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import gaussian_kl, reparameterize
 from genzoo.models.latent.vae import VAE
-from genzoo.models.registry import MODELS, build_model, model_class
+from genzoo.models.registry import build_model, model_class, MODELS
 from genzoo.nn.mlp import ACTIVATIONS, mlp
 
 DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)

@@ -10,12 +10,7 @@ import torch
 from autoregressive_checks import check_autoregressive, input_gradients
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.pixelcnn import (
-    GatedPixelCNN,
-    GatedPixelCNNConfig,
-    PixelCNN,
-    PixelCNNConfig,
-)
+from genzoo.models.autoregressive.pixelcnn import GatedPixelCNN, GatedPixelCNNConfig, PixelCNN, PixelCNNConfig
 from genzoo.nn.masked import MaskedConv2d
 
 BINARY = DataInfo("binary8", (1, 8, 8), 10, "binary", 2)
@@ -89,7 +84,7 @@ CASE_IDS = ["binary", "binary-conditional", "rgb-categorical", "rgb-mixture-cond
 @pytest.mark.parametrize("name", MODELS)
 def test_cached_sampling_draws_exactly_the_naive_samples(name, info, likelihood, conditional):
     model = make(name, info, likelihood=likelihood, class_conditional=conditional)
-    assert model.samplers[0] == "cached"  # the default
+    assert model.samplers[0].name == "cached"  # the default
     labels = torch.arange(5) % info.num_classes if conditional else None
     cached = model.sample(5, labels, gen(3), sampler="cached")
     naive = model.sample(5, labels, gen(3), sampler="naive")
@@ -109,7 +104,7 @@ def test_stepwise_log_likelihood_of_both_samplers_equals_the_one_pass_one(name, 
     y = y if conditional else None
     one_pass = model.log_likelihood(x, y)
     assert one_pass.kind == "exact" and torch.all(one_pass.value < 0)
-    for sampler in model.samplers:
+    for sampler in [s.name for s in model.samplers]:
         stepwise = model.stepwise_log_likelihood(x, y, sampler=sampler)
         torch.testing.assert_close(stepwise, one_pass.value, rtol=0, atol=1e-4)
 
@@ -130,7 +125,7 @@ def test_completion_keeps_the_observed_pixels_with_either_sampler(name):
     observed = torch.zeros(5, 5, dtype=torch.bool)
     observed[:2] = True  # the top rows
     observed[3, 1] = observed[4, 4] = True  # and pixels after hidden ones
-    done = {sampler: model.complete(x, observed, y, gen(5), sampler=sampler) for sampler in model.samplers}
+    done = {sampler: model.complete(x, observed, y, gen(5), sampler=sampler) for sampler in [s.name for s in model.samplers]}
     assert torch.equal(done["cached"], done["naive"])
     for result in done.values():
         assert torch.equal(result[:, :, observed], x[:, :, observed])
@@ -162,7 +157,7 @@ def test_bad_inputs_and_configs_are_refused_with_a_clear_message(name):
         model.loss(x)
     with pytest.raises(ValueError, match="is conditional and needs class labels"):
         model.sample(2)
-    with pytest.raises(ValueError, match="unknown sampler 'fast'.*cached, naive"):
+    with pytest.raises(ValueError, match="no sampler 'fast'; its samplers: cached, naive"):
         model.sample(2, y, sampler="fast")
     with pytest.raises(ValueError, match="likelihood 'bernoulli' needs binary pixels.*256 levels"):
         make(name, MNIST, likelihood="bernoulli")

@@ -99,7 +99,7 @@ def test_cached_and_naive_samplers_draw_the_same_images(layer, info, overrides):
     assert torch.equal(cached, naive)
     levels = cached * (info.num_levels - 1)
     assert torch.equal(levels, levels.round())  # on the data's levels
-    assert model.samplers[0] == "cached"  # the default
+    assert model.samplers[0].name == "cached"  # the default
 
 
 @pytest.mark.parametrize("info, overrides", CASES, ids=CASE_IDS)

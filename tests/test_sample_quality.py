@@ -10,29 +10,15 @@ import scipy.linalg
 import torch
 
 import genzoo
-from genzoo import evaluate
-from genzoo.evaluate import sample_quality
 from genzoo.checkpoint import read_tensors
 from genzoo.data.core import DataInfo, prepare
 from genzoo.data.registry import dataset_info, load_split
-from genzoo.evaluate import feature_net
-from genzoo.evaluate.feature_net import (
-    check_feature_net,
-    held_out_data,
-    load_feature_net,
-)
-from genzoo.evaluate.sample_quality import (
-    SAMPLE_METRICS,
-    classifier_score,
-    frechet_distance,
-    frechet_distance_gaussians,
-    kernel_distance,
-    mmd2_unbiased,
-    polynomial_kernel,
-    precision_recall,
-    sample_quality_metrics,
-)
+from genzoo.evaluate import feature_net, sample_quality
+from genzoo.evaluate.feature_net import check_feature_net, load_feature_net
+from genzoo.evaluate.sample_quality import classifier_score, frechet_distance, frechet_distance_gaussians, kernel_distance, mmd2_unbiased, polynomial_kernel, precision_recall, SAMPLE_METRICS, sample_quality_metrics
 from genzoo.models.registry import build_model
+from genzoo.train import feature_net as feature_training
+from genzoo.train.feature_net import held_out_data
 
 SHIPPED = Path(genzoo.__file__).parent / feature_net.PACKAGE_DIR
 ACCURACY_FLOORS = {"digits": 0.97, "mnist": 0.99}
@@ -183,7 +169,7 @@ def test_classifier_score_bounds():
 # --- the feature networks ------------------------------------------------------------------------------
 def test_shipped_digits_net_meets_its_floor_and_says_what_it_is(digits_net):
     x, labels, source = held_out_data("digits", None, download=False)
-    acc = feature_net.accuracy(digits_net, x, labels)
+    acc = feature_training.accuracy(digits_net, x, labels)
     assert acc >= ACCURACY_FLOORS["digits"]
     m = digits_net.metadata
     assert acc == pytest.approx(m["test_accuracy"], abs=1e-12)
@@ -197,7 +183,7 @@ def test_shipped_digits_net_meets_its_floor_and_says_what_it_is(digits_net):
 def test_shipped_mnist_nets_meet_the_floor(dataset, mnist_root):
     net = load_feature_net(dataset)
     x, labels, _ = held_out_data(dataset, mnist_root, download=False)
-    acc = feature_net.accuracy(net, x, labels)
+    acc = feature_training.accuracy(net, x, labels)
     assert acc == pytest.approx(net.metadata["test_accuracy"], abs=1e-12)  # the stored number is this one
     assert net.metadata["num_test_examples"] == len(x)
     assert acc >= ACCURACY_FLOORS["mnist"] if dataset == "mnist" else acc >= 0.98
@@ -226,27 +212,22 @@ def test_a_net_for_another_dataset_is_refused(digits_net):
         load_feature_net("cifar")
 
 
-def test_lookup_goes_shipped_then_cache_then_training(tmp_path, monkeypatch, digits_net, capsys):
+def test_lookup_goes_shipped_then_cache_and_never_trains(tmp_path, monkeypatch, digits_net):
     monkeypatch.setenv("GENZOO_CACHE", str(tmp_path))
     monkeypatch.setattr(feature_net, "PACKAGE_DIR", "no-such-dir")  # pretend nothing is shipped
-    with pytest.raises(FileNotFoundError):
-        load_feature_net("digits", train=False)
-    trained = []
-    monkeypatch.setattr(feature_net, "train_feature_net", lambda *a, **k: trained.append(1) or digits_net)
-    net = load_feature_net("digits")  # "trains" (here: returns the shipped net) and caches it
-    assert trained == [1] and "training the digits-lenet-v1 feature network" in capsys.readouterr().err
-    cached = tmp_path / "feature_nets" / "digits-lenet-v1.safetensors"
-    assert cached.is_file()
-    again = load_feature_net("digits")  # from the cache: no second training
-    assert trained == [1]
+    with pytest.raises(FileNotFoundError, match="python -m genzoo.train.feature_net --dataset digits"):
+        load_feature_net("digits")
+    assert not (tmp_path / "feature_nets").exists()  # evaluation trained and wrote nothing
+    cached = feature_net.save_feature_net(digits_net, tmp_path / "feature_nets" / "digits-lenet-v1.safetensors")
+    again = load_feature_net("digits")  # from the cache
     x = real_images("digits")[:8]
-    assert torch.equal(again(x), net(x))
+    assert torch.equal(again(x), digits_net(x)) and cached.is_file()
 
 
 def test_random_shift_translates_each_image():
     x = torch.zeros(5, 1, 8, 8)
     x[:, :, 3:5, 3:5] = torch.arange(1.0, 6.0)[:, None, None, None]  # a block away from the border
-    shifted = feature_net.random_shift(x, 2, generator(8))
+    shifted = feature_training.random_shift(x, 2, generator(8))
     for original, moved in zip(x, shifted):
         offsets = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                    if torch.equal(torch.roll(original, (dy, dx), (1, 2)), moved)]

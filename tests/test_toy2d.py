@@ -10,20 +10,7 @@ import pytest
 import torch
 from scipy import integrate, special, stats
 
-from genzoo.data.toy2d import (
-    GAUSSIANS_RADIUS,
-    GAUSSIANS_STD,
-    MOONS_SHIFT,
-    RINGS_NOISE,
-    RINGS_RADII,
-    SPLIT_SIZES,
-    TOY2D,
-    get_toy2d,
-    log_prob_two_moons,
-    sample_checkerboard,
-    sample_two_moons,
-    splits,
-)
+from genzoo.data.toy2d import GAUSSIANS_RADIUS, GAUSSIANS_STD, get_toy2d, log_prob_two_moons, MOONS_SHIFT, RINGS_NOISE, RINGS_RADII, sample_checkerboard, sample_two_moons, SPLIT_SIZES, splits, TOY2D
 from genzoo.evaluate.arena import density_grid, grid_mass
 
 NAMES = sorted(TOY2D)

@@ -8,7 +8,7 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
-    "load_run": "genzoo.checkpoint",
+    "load_run": "genzoo.models.registry",
     "DataInfo": "genzoo.data",
     "list_datasets": "genzoo.data",
     "load_split": "genzoo.data",

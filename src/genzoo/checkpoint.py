@@ -153,19 +153,3 @@ def read_run_config(run_dir: Path) -> dict:
         raise CheckpointError(f"{path} is not a genzoo run config (expected format {FORMAT!r} with "
                               "model, model_config and data)")
     return config
-
-
-def load_run(run_dir: Path, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from its run directory: (model in eval mode, run config dict)."""
-    from genzoo.data.core import DataInfo
-    from genzoo.models.registry import build_model
-
-    config = read_run_config(run_dir)
-    try:
-        model = build_model(config["model"], DataInfo.from_dict(config["data"]), config["model_config"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{Path(run_dir) / CONFIG_FILE} cannot rebuild its model: {e}") from None
-    path = Path(run_dir) / MODEL_FILE
-    tensors, _ = read_tensors(path)
-    load_state_dict_checked(model, tensors, path, f"model {config['model']!r} as configured in {CONFIG_FILE}")
-    return model.to(device).eval(), config

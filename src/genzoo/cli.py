@@ -20,23 +20,18 @@ from pathlib import Path
 
 from genzoo import checkpoint, figures
 from genzoo.data.core import SPLITS
-from genzoo.data.registry import list_datasets, load_split
+from genzoo.data.registry import dataset_info, list_datasets, load_split
 from genzoo.evaluate import completion
-from genzoo.evaluate.likelihood import fixed_inputs, format_metrics, likelihood_metrics
-from genzoo.evaluate.sample_quality import SAMPLE_METRICS, sample_quality_metrics
-from genzoo.models.registry import MODELS, model_class
-from genzoo.train.loop import (
-    OutputExists,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    train_config,
-)
+from genzoo.evaluate.likelihood import fixed_inputs, format_metrics
+from genzoo.evaluate.metrics import METRICS, parse_metrics, run_metrics
+from genzoo.models.base import SAMPLING_OPTIONS
+from genzoo.models.registry import FAMILIES, load_run, model_class, MODELS
+from genzoo.train.config import train_config, TrainConfig
+from genzoo.train.loop import Trainer, TrainingDiverged
+from genzoo.train.state import OutputExists
 
-DEFAULT_EVAL_IW_SAMPLES = 100  # after training; `genzoo eval` takes --iw-samples
-# "nll": likelihood bounds; the others judge samples in a classifier's feature space
-EVAL_METRICS = ("nll", *SAMPLE_METRICS)
-DEFAULT_EVAL_METRICS = ",".join(EVAL_METRICS)
+TRAIN_EVAL_DRAWS = 100  # draws per example of an estimated test NLL after training (at most the model's default)
+METRICS_HELP = "; ".join(f"{kind} data: {','.join(names)}" for kind, names in METRICS.items())
 
 
 # --- flags from dataclass fields ---------------------------------------------------------------
@@ -79,8 +74,21 @@ def field_comments(cls) -> dict[str, str]:
     return comments
 
 
+def dataset_default_epochs() -> str:
+    """The registry's default epochs, grouped by value: "digits 100; mnist, ... 20"."""
+    from genzoo.data.registry import DATASETS
+
+    by_epochs: dict[int, list[str]] = {}
+    for name, spec in DATASETS.items():
+        by_epochs.setdefault(spec.default_epochs, []).append(name)
+    return "; ".join(f"{', '.join(names)} {epochs}" for epochs, names in sorted(by_epochs.items(), reverse=True))
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, defaults: dict | None = None) -> None:
-    """One flag per field; ``defaults`` overrides the defaults shown (a model's training defaults)."""
+    """One flag per field; ``defaults`` overrides the defaults shown (a model's training defaults).
+
+    The help is the field's comment and its default, unless the comment already says the default.
+    """
     group = parser.add_argument_group(title)
     hints, comments = typing.get_type_hints(cls), field_comments(cls)
     for f in dataclasses.fields(cls):
@@ -88,8 +96,11 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, defaul
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         base, _ = _base_type(hints[f.name])
         help_text = f"{comments[f.name]} " if f.name in comments else ""
+        if cls is TrainConfig and f.name == "epochs" and default is None:  # None: the dataset's, so name them
+            help_text, shown = "passes over the training split ", f"the dataset's: {dataset_default_epochs()}"
+        suffix = "" if "(default:" in help_text else f"(default: {shown})"
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-                           metavar=getattr(base, "__name__", "X").upper(), help=f"{help_text}(default: {shown})")
+                           metavar=getattr(base, "__name__", "X").upper(), help=f"{help_text}{suffix}".strip())
 
 
 def collect_options(args: argparse.Namespace, cls, overrides: dict[str, str]) -> dict:
@@ -118,12 +129,15 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 
 # --- commands ----------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> None:
-    print("models:")
-    for name, cls in sorted(MODELS.items()):
-        print(f"  {name:<16} {cls.description}")
+    for family, classes in FAMILIES.items():
+        print(f"{family} models:")
+        for cls in classes:
+            print(f"  {cls.name:<16} {cls.description}")
     print("datasets:")
-    for name, description in list_datasets():
-        print(f"  {name:<16} {description}")
+    for kind in ("image", "vector"):
+        for name, description in list_datasets():
+            if dataset_info(name).kind == kind:
+                print(f"  {name:<16} {kind:<7} {description}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -139,39 +153,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/{args.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume and model_options:
         raise ValueError("--resume continues the saved configuration; model options cannot change")
-    eval_metrics = parse_metrics(args.eval_metrics)
+    eval_metrics = parse_metrics(args.eval_metrics, dataset_info(config.data))
     trainer = Trainer(args.model, model_options, config, out, resume=args.resume,
                       callbacks=[figures.SamplesOverTraining()])
     summary = trainer.fit()
     if trainer.is_main:
-        report_run(trainer, summary, args.eval_iw_samples, eval_metrics)
+        report_run(trainer, summary, args.eval_draws, eval_metrics)
 
 
-def parse_metrics(text: str) -> list[str]:
-    """"nll,fd" -> ["nll", "fd"]; unknown names fail listing the valid ones; "" -> none."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in EVAL_METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from: {', '.join(EVAL_METRICS)}")
-    return names
+def sampling_options(args: argparse.Namespace) -> dict:
+    """--sampler and the SAMPLING_OPTIONS given on the command line (None: the model's default)."""
+    return {"sampler": args.sampler, **{name: getattr(args, name) for name in SAMPLING_OPTIONS}}
 
 
-def run_metrics(model, split, info, metrics: list[str], iw_samples: int, data_root: str | None,
-                batch_size: int = 100, seed: int = 0, limit: int | None = None) -> dict:
-    """The requested metrics of ``model`` on ``split``: "nll" (likelihood bounds, see
-    ``likelihood_metrics``) and the sample-quality ones (see ``sample_quality_metrics``)."""
-    results: dict = {}
-    if "nll" in metrics:
-        results.update(likelihood_metrics(model, split, info, iw_samples=iw_samples, batch_size=batch_size,
-                                          seed=seed, limit=limit, progress=True))
-    quality = [m for m in metrics if m != "nll"]
-    if quality:
-        results.update(sample_quality_metrics(model, split.subset(limit), info, quality, seed=seed,
-                                              data_root=data_root))
-    return results
-
-
-def report_run(trainer: Trainer, summary: dict, iw_samples: int, eval_metrics: list[str]) -> None:
+def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics: list[str]) -> None:
     """After training: metrics on the test split, pictures, and a short summary."""
     model, out = trainer.final_model.eval(), trainer.out
     info, test = load_split(trainer.config.data, "test", trainer.config.data_root)
@@ -180,13 +175,19 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int, eval_metrics: l
                "final_train_terms": summary["last"], "training_warnings": summary["warnings"]}
     if "selection" in summary:  # the weights evaluated below are the held-out best, not the last
         metrics["selection"] = summary["selection"]
-    if iw_samples <= 0:
+    if draws == 0:
         eval_metrics = [m for m in eval_metrics if m != "nll"]
-    metrics.update(run_metrics(model, test, info, eval_metrics, iw_samples, trainer.config.data_root))
+    draws = min(TRAIN_EVAL_DRAWS, model.eval_defaults.draws) if draws is None else draws
+    defaults = model.eval_defaults
+    metrics.update(run_metrics(model, test, info, eval_metrics, draws,
+                               sampling={"sampler": defaults.sampler, "steps": defaults.steps}))
     checkpoint.write_json(out / "metrics.json", metrics)
-    x, split, _ = fixed_inputs(test, info, model.input_kind, limit=32)
-    written = figures.write_run_figures(model, x.to(model.device),
-                                        None if split.labels is None else split.labels.to(model.device), out)
+    if info.kind == "vector":
+        written = figures.write_arena_figures(model, test.images, out)
+    else:
+        x, split, _ = fixed_inputs(test, info, model.input_kind, limit=32)
+        written = figures.write_run_figures(model, x.to(model.device),
+                                            None if split.labels is None else split.labels.to(model.device), out)
     curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")
     progress = figures.save_samples_over_training(out, out / "samples_over_training.png")
     written += [progress] if progress else []
@@ -202,13 +203,17 @@ def report_run(trainer: Trainer, summary: dict, iw_samples: int, eval_metrics: l
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    model, config = checkpoint.load_run(Path(args.run_dir))
+    model, config = load_run(Path(args.run_dir))
     data_root = args.data_root or config["train"].get("data_root")
     info, split = load_split(config["data"]["name"], args.split, data_root)
     if model.conditional and split.labels is None:
         raise ValueError(f"{config['model']} is conditional and the {args.split} split has no labels")
-    metrics = run_metrics(model, split, info, parse_metrics(args.metrics), args.iw_samples, data_root,
-                          batch_size=args.batch_size, seed=args.seed, limit=args.limit)
+    sampling = sampling_options(args)
+    defaults = model.eval_defaults
+    if sampling["sampler"] is None:  # the sampler and steps the model declares for its sample metrics
+        sampling.update(sampler=defaults.sampler, steps=sampling["steps"] or defaults.steps)
+    metrics = run_metrics(model, split, info, parse_metrics(args.metrics, info), args.draws, batch_size=args.batch_size,
+                          seed=args.seed, limit=args.limit, estimator=args.estimator, sampling=sampling)
     metrics["run_dir"] = str(args.run_dir)
     name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
     checkpoint.write_json(Path(args.run_dir) / name, metrics)
@@ -221,7 +226,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
-    model, _ = checkpoint.load_run(Path(args.run_dir))
+    model, _ = load_run(Path(args.run_dir))
     labels = None
     if args.label is not None:
         if not model.conditional:
@@ -230,24 +235,24 @@ def cmd_sample(args: argparse.Namespace) -> None:
     elif model.conditional:
         labels = torch.arange(args.n) % model.info.num_classes
     generator = torch.Generator().manual_seed(args.seed)
+    options = sampling_options(args)
+    spec = model.sampler_spec(options["sampler"])  # an unknown sampler fails here, listing the model's
     start = time.perf_counter()
-    if args.sampler is None:
-        images = model.sample(args.n, labels, generator)
-    elif hasattr(model, "samplers"):
-        images = model.sample(args.n, labels, generator, sampler=args.sampler)
-    else:
-        raise ValueError(f"--sampler chooses how an autoregressive model generates; {model.name} has one sampler")
+    samples = model.generate(args.n, labels, generator, **options)
     seconds = time.perf_counter() - start
     out = Path(args.out or Path(args.run_dir) / f"samples_seed{args.seed}.png")
-    figures.save_image_grid(images, out, nrow=int(max(1, round(args.n**0.5))))
-    how = f" with the {args.sampler or model.samplers[0]} sampler" if hasattr(model, "samplers") else ""
-    print(f"wrote {args.n} samples to {out} ({seconds:.2f} s{how})")
+    if model.info.kind == "vector":
+        figures.save_points(samples, out, model.info.name)
+    else:
+        figures.save_image_grid(samples, out, nrow=int(max(1, round(args.n**0.5))))
+    given = "".join(f", {name} {value}" for name, value in options.items() if value is not None and name != "sampler")
+    print(f"wrote {args.n} samples to {out} ({seconds:.2f} s with the {spec.name} sampler{given})")
 
 
 def cmd_inpaint(args: argparse.Namespace) -> None:
     import torch
 
-    model, config = checkpoint.load_run(Path(args.run_dir))
+    model, config = load_run(Path(args.run_dir))
     completion.check_can_inpaint(model)  # before loading any data
     data_root = args.data_root or config["train"].get("data_root")
     info, split = load_split(config["data"]["name"], args.split, data_root)
@@ -278,6 +283,16 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
 
 
 # --- parser ------------------------------------------------------------------------------------
+def add_sampling_flags(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """--sampler and one flag per SAMPLING_OPTIONS; a model refuses by name what its sampler lacks."""
+    parser.add_argument("--sampler", help=f"how the model generates {purpose}; one of the model's samplers: "
+                                          "autoregressive models 'cached' (default) or 'naive', other models "
+                                          "'ancestral' (default: the model's declared default)")
+    parser.add_argument("--steps", type=int, help="sampling steps, for samplers that take them")
+    parser.add_argument("--temperature", type=float, help="sampling temperature, for samplers that take one")
+    parser.add_argument("--guidance", type=float, help="guidance weight, for samplers that take one")
+
+
 def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genzoo", description="Deep generative models side by side.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -291,11 +306,13 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default: runs/MODEL-DATA-TIMESTAMP)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--set", action="append", metavar="NAME=VALUE", help="set any option by name (repeatable)")
-    train.add_argument("--eval-iw-samples", type=int, default=DEFAULT_EVAL_IW_SAMPLES,
-                       help=f"importance samples for the test NLL after training; 0 skips it (default: {DEFAULT_EVAL_IW_SAMPLES})")
-    train.add_argument("--eval-metrics", default=DEFAULT_EVAL_METRICS,
-                       help=f"metrics on the test split after training, from {', '.join(EVAL_METRICS)}; "
-                            f"'' skips them (default: {DEFAULT_EVAL_METRICS})")
+    train.add_argument("--eval-draws", "--eval-iw-samples", dest="eval_draws", type=int,
+                       help=f"draws per example of an estimated test NLL after training (importance samples "
+                            f"of a VAE's bound); 0 skips the NLL (default: {TRAIN_EVAL_DRAWS}, or the model's "
+                            "default when smaller)")
+    train.add_argument("--eval-metrics",
+                       help=f"metrics on the test split after training; '' skips them (default: all for the "
+                            f"data's kind: {METRICS_HELP})")
     add_dataclass_flags(train, TrainConfig, "training options",
                         MODELS[model_name].training_defaults if model_name in MODELS else None)
     if model_name in MODELS:
@@ -306,9 +323,13 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--data-root", help="data directory (default: the one the run was trained with)")
-    evaluate.add_argument("--iw-samples", type=int, default=1000, help="importance samples for the NLL (default: 1000)")
-    evaluate.add_argument("--metrics", default="nll",
-                          help=f"comma-separated, from {', '.join(EVAL_METRICS)} (default: nll)")
+    evaluate.add_argument("--draws", "--iw-samples", dest="draws", type=int,
+                          help="draws per example of an estimated likelihood: importance samples of a VAE's "
+                               "bound (default: the model's, e.g. 1000 for the VAE family; exact likelihoods "
+                               "take none)")
+    evaluate.add_argument("--estimator", help="the likelihood estimator, among the model's (default: its first)")
+    evaluate.add_argument("--metrics", help=f"comma-separated (default: all for the data's kind: {METRICS_HELP})")
+    add_sampling_flags(evaluate, "for the sample metrics")
     evaluate.add_argument("--limit", type=int, help="evaluate a fixed random subset of this many examples")
     evaluate.add_argument("--batch-size", type=int, default=100)
     evaluate.add_argument("--seed", type=int, default=0)
@@ -321,8 +342,7 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     sample.add_argument("--label", type=int, help="class label for conditional models")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", help="PNG file (default: RUN_DIR/samples_seedS.png)")
-    sample.add_argument("--sampler", help="autoregressive models: 'cached' (the default: recompute only what each "
-                                          "new pixel changes) or 'naive' (the whole network per pixel)")
+    add_sampling_flags(sample, "")
     sample.set_defaults(run=cmd_sample)
 
     inpaint = commands.add_parser("inpaint", help="fill in hidden pixels of a data image (autoregressive models)")

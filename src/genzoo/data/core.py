@@ -224,3 +224,23 @@ def nats_offset(info: DataInfo, kind: InputKind) -> float:
 def bits_per_dim(nll_nats: float, info: DataInfo) -> float:
     """Per-example NLL in nats -> bits per dimension: nll / (D ln 2)."""
     return nll_nats / (info.dim * math.log(2))
+
+
+# --- batches -----------------------------------------------------------------------------------
+def epoch_shard(num_examples: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:
+    """This process's example indices for ``epoch``: (steps_per_epoch * batch_size,).
+
+    One permutation per (seed, epoch), shared by all processes; process ``rank`` takes every
+    ``world``-th index, so the shards are disjoint, equally long, and together cover the epoch
+    (up to the remainder dropped to keep whole batches).
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    permutation = torch.randperm(num_examples, generator=generator)
+    steps = num_examples // (batch_size * world)
+    return permutation[rank::world][: steps * batch_size]
+
+
+def batches(x: Tensor, y: Tensor | None, batch_size: int):
+    """(x, y) in consecutive batches."""
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size], None if y is None else y[start:start + batch_size]

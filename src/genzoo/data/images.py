@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genzoo.data.core import SPLIT_SEED, SPLITS, VALID_FRACTION, split_order
+from genzoo.data.core import split_order, SPLIT_SEED, SPLITS, VALID_FRACTION
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_MD5 = {
@@ -108,8 +108,18 @@ def default_data_dir(name: str) -> Path:
     return Path(os.environ.get("GENZOO_DATA", "~/.cache/genzoo/data")).expanduser() / name
 
 
+def check_data_root(data_root: str | None) -> None:
+    """A data root that is given must be an existing directory: a mistyped one is an error, never
+    created (downloads go into it, so creating it would leave a stray directory behind)."""
+    if data_root is not None and not Path(data_root).is_dir():
+        what = "is not a directory" if Path(data_root).exists() else "does not exist"
+        raise FileNotFoundError(f"data root {data_root} {what}: give --data-root (data_root= in the Python API) "
+                                "an existing directory, or leave it out to use the cache")
+
+
 def _search_dirs(name: str, data_root: str | None) -> list[Path]:
     """The directories to look in, in order; the first is also where downloads go."""
+    check_data_root(data_root)
     if data_root is None:
         return [default_data_dir(name)]
     return [Path(data_root), Path(data_root) / name]
@@ -152,7 +162,8 @@ def _download_all(
     """Download ``urls`` (file name -> url) into ``dirs[0]``, or raise one clear FileNotFoundError."""
     where = " or ".join(str(d) for d in dirs)
     base = next(iter(urls.values())).rsplit("/", 1)[0] + "/"
-    advice = f"Put {help_files} in {dirs[0]} (get them from {base}), or pass data_root= a directory with them."
+    advice = (f"Put {help_files} in {dirs[0]} (get them from {base}), or give --data-root (data_root= in the "
+              "Python API) a directory with them.")
     if not download:
         raise FileNotFoundError(f"dataset {name!r}: no data files in {where} and download=False. {advice}")
     for file_name, url in urls.items():
@@ -210,6 +221,7 @@ def load_digits(data_root: str | None, download: bool) -> dict[str, Arrays]:
     """scikit-learn's digits: no files; a fixed seed-0 split into test 360, valid 180, train 1,257."""
     from sklearn.datasets import load_digits
 
+    check_data_root(data_root)  # digits need no files, but a mistyped directory is still a mistake
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8) levels 0..16
     labels = torch.from_numpy(digits.target.astype(np.int64))  # (1797,)

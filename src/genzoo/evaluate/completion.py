@@ -44,9 +44,11 @@ def parse_mask(spec: str, height: int, width: int, seed: int = 0) -> Tensor:
 
 
 def check_can_inpaint(model) -> None:
-    if not hasattr(model, "complete"):
+    if not model.can("complete"):
         raise ValueError(f"{model.name} cannot inpaint: it has no conditionals to sample hidden pixels from "
                          "(the autoregressive models can)")
+    if model.info.kind != "image":
+        raise ValueError(f"inpainting hides parts of images; {model.info.name} holds {model.info.shape[0]}-D vectors")
 
 
 @torch.no_grad()

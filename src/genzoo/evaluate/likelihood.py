@@ -1,14 +1,13 @@
-"""Evaluation as pure functions of a model and a split: likelihood bounds in nats and bits/dim.
+"""Evaluation as pure functions of a model and a split: log-likelihoods in nats and bits/dim.
 
 The one place where the data's discretisation enters the numbers: ``fixed_inputs`` turns a
 split into the representation the model's likelihood is defined on (statically binarised, or
 dequantised with a fixed seed), and ``likelihood_metrics`` adds ``nats_offset`` for continuous
 densities on discrete data before converting to bits/dim.
 
-Sample quality is measured in the feature space of a digit classifier trained on the dataset
-itself (``genzoo.feature_net``), by pure functions of two feature matrices: ``frechet_distance``,
-``kernel_distance``, ``precision_recall`` and ``classifier_score``; ``sample_quality_metrics``
-draws the samples and says which network, layer and sample counts were used.
+Every number says what it is (``likelihood``: exact, lower_bound, estimate, numerical or
+unavailable), which estimator and how many draws per example made it, and its standard error
+due to the estimator's own randomness.
 """
 
 from __future__ import annotations
@@ -19,14 +18,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genzoo.data.core import (
-    DataInfo,
-    Split,
-    bits_per_dim,
-    nats_offset,
-    prepare,
-    static_binarize,
-)
+from genzoo.data.core import batches, bits_per_dim, DataInfo, nats_offset, prepare, Split, static_binarize
+from genzoo.data.toy2d import TOY2D
+from genzoo.evaluate.arena import kl_divergence
 from genzoo.models.base import GenerativeModel
 from genzoo.nn.mode import eval_mode
 
@@ -53,78 +47,73 @@ def fixed_inputs(split: Split, info: DataInfo, kind: str, limit: int | None = No
     return prepare(split.images, info, kind, train=False, generator=generator), split, info
 
 
-def batches(x: Tensor, y: Tensor | None, batch_size: int):
-    """(x, y) in consecutive batches."""
-    for start in range(0, len(x), batch_size):
-        yield x[start:start + batch_size], None if y is None else y[start:start + batch_size]
 
 
 @torch.no_grad()
-def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, iw_samples: int = 1000,
-                       batch_size: int = 100, seed: int = 0, limit: int | None = None,
-                       progress: bool = False) -> dict:
-    """Negative ELBO and importance-sampled NLL of ``split`` under ``model``, per example.
+def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, draws: int | None = None,
+                       batch_size: int = 100, seed: int = 0, limit: int | None = None, progress: bool = False,
+                       estimator: str | None = None, extra_terms: bool = True) -> dict:
+    """The NLL of ``split`` under ``model`` per example, in nats and bits/dim, and what kind of number it is.
+
+    ``draws`` per example feed an estimated likelihood (importance samples of a VAE's bound; the
+    model's ``eval_defaults.draws`` when None); ``estimator`` picks among the model's declared
+    estimators. ``nll_std_err`` is the standard error of the reported mean due to the estimator's
+    own randomness (None when the estimator gives no variance, e.g. from a single draw; 0 when
+    exact). With ``extra_terms`` the model's declared extra terms (a VAE's ELBO) are reported as
+    ``neg_{name}_nats``. On a 2-D arena dataset, ``kl_nats`` is the mean of log p_data(x) -
+    log p_model(x) over the split, with its paired standard error ``kl_std_err``.
 
     ``limit`` evaluates a fixed random subset (see ``Split.subset``), which the result says.
-    ``progress`` shows a progress bar on stderr.
-    Returns nats and bits/dim for each bound the model has, with ``None`` for what it lacks,
-    and says which split, how many examples and which data representation were used. Runs in
-    fp32 and in batches, so memory is bounded by ``batch_size`` x the model's own chunking.
+    Runs in fp32 and in batches, so memory is bounded by ``batch_size`` x the model's own chunking.
     """
     x, split, seen_info = fixed_inputs(split, info, model.input_kind, limit)
+    metrics = {"split": split.split, "split_source": split.source, "num_examples": len(x), "data": seen_info.name,
+               "data_representation": model.input_kind, "conditional": model.conditional}
     device = model.device
-    generator = torch.Generator(device).manual_seed(seed)
-    offset = nats_offset(seen_info, model.input_kind)
 
     def model_batches():  # (inputs, the labels a conditional model takes) on the model's device
         for xb, yb in batches(x, split.labels, batch_size):
             yield xb.to(device), None if yb is None or not model.conditional else yb.to(device)
 
-    totals = {"elbo": 0.0, "iw": 0.0}
-    kind, reason = "unavailable", ""
-    estimate = None
+    if not model.estimators:
+        with eval_mode(model):
+            reason = model.log_likelihood(*next(model_batches())).reason
+        return {**metrics, "likelihood": "unavailable", "likelihood_method": reason, "nll_nats": None,
+                "bits_per_dim": None}
+    estimator = model.estimator(estimator)
+    draws = model.eval_defaults.draws if draws is None else draws
+    if draws < 1:
+        raise ValueError(f"draws per example must be >= 1, got {draws}")
+    choose = {"estimator": estimator} if len(model.estimators) > 1 else {}
+    generator = torch.Generator(device).manual_seed(seed)
+    offset = nats_offset(seen_info, model.input_kind)
+    values, variances, term_totals = [], [], {}
     with eval_mode(model):
         for xb, yb in tqdm(model_batches(), total=-(-len(x) // batch_size), disable=not progress,
                            desc=f"evaluating on {split.split}", leave=False, mininterval=progress_interval()):
-            elbo = model.log_likelihood(xb, yb, num_samples=1, generator=generator)
-            if elbo.value is None:
-                kind, reason = elbo.kind, elbo.reason
-                break
-            totals["elbo"] += elbo.value.double().sum().item()
-            exact_or_single = elbo.kind == "exact" or iw_samples <= 1
-            iw = elbo if exact_or_single else model.log_likelihood(xb, yb, num_samples=iw_samples, generator=generator)
-            totals["iw"] += iw.value.double().sum().item()
-            kind, reason = iw.kind, iw.reason
-        if kind == "unavailable" and hasattr(model, "elbo_estimate"):  # e.g. AVB: an estimate, not a bound
-            estimate = sum(model.elbo_estimate(xb, yb, generator=generator).double().sum().item()
-                           for xb, yb in model_batches())
-
-    n = len(x)
-    metrics = {
-        "split": split.split,
-        "split_source": split.source,
-        "num_examples": n,
-        "data": seen_info.name,
-        "data_representation": model.input_kind,
-        "likelihood": kind,
-        "likelihood_method": reason,
-        "conditional": model.conditional,
-    }
-    if kind == "unavailable":
-        metrics.update(nll_nats=None, bits_per_dim=None, neg_elbo_nats=None, neg_elbo_bits_per_dim=None)
-        if estimate is not None:
-            metrics.update(neg_elbo_estimate_nats=-estimate / len(x) + nats_offset(seen_info, model.input_kind),
-                           neg_elbo_estimate_method="-log p(x|z) + T(x, z): the discriminator's estimate of the KL "
-                                                    "term; exact only at the optimal discriminator, not a bound")
-        return metrics
-    nll = -totals["iw"] / n + offset
-    metrics.update(nll_nats=nll, bits_per_dim=bits_per_dim(nll, seen_info), dequantization_nats=offset)
-    if kind == "lower_bound":  # a latent-variable model: report the ELBO beside the IS estimate
-        neg_elbo = -totals["elbo"] / n + offset
-        metrics.update(neg_elbo_nats=neg_elbo, neg_elbo_bits_per_dim=bits_per_dim(neg_elbo, seen_info),
-                       iw_samples=iw_samples)
+            if extra_terms and model.can("extra_likelihood_terms"):  # first: the generator's draws stay in order
+                for name, value in model.likelihood_terms(xb, yb, generator).items():
+                    term_totals[name] = term_totals.get(name, 0.0) + value.double().sum().item()
+            result = model.log_likelihood(xb, yb, num_samples=draws, generator=generator, **choose)
+            values.append(result.value.double().cpu())
+            variances.append(None if result.variance is None else result.variance.double().cpu())
+    log_p = torch.cat(values)  # (N,) nats, on the model's input representation
+    nll = -log_p.mean().item() + offset
+    if result.kind == "exact":
+        std_err = 0.0
+    elif any(v is None for v in variances):
+        std_err = None
     else:
-        metrics.update(neg_elbo_nats=None, neg_elbo_bits_per_dim=None)
+        std_err = torch.cat(variances).sum().sqrt().item() / len(log_p)
+    metrics.update(likelihood=result.kind, likelihood_method=result.reason, estimator=estimator, draws=draws,
+                   nll_nats=nll, bits_per_dim=bits_per_dim(nll, seen_info), nll_std_err=std_err,
+                   dequantization_nats=offset)
+    for name, total in term_totals.items():
+        neg = -total / len(x) + offset
+        metrics.update({f"neg_{name}_nats": neg, f"neg_{name}_bits_per_dim": bits_per_dim(neg, seen_info)})
+    if seen_info.name in TOY2D:
+        kl, kl_std_err = kl_divergence(TOY2D[seen_info.name].log_prob(x.double()), log_p)
+        metrics.update(kl_nats=kl, kl_std_err=kl_std_err)
     return metrics
 
 
@@ -137,23 +126,37 @@ def format_metrics(metrics: dict) -> str:
     if "likelihood" in metrics:
         if metrics.get("nll_nats") is None:
             lines.append(f"no likelihood: {metrics['likelihood_method']}")
-            if metrics.get("neg_elbo_estimate_nats") is not None:
-                lines.append(f"-ELBO estimate     {metrics['neg_elbo_estimate_nats']:9.2f} nats  "
-                             f"({metrics['neg_elbo_estimate_method']})")
         else:
-            if metrics.get("neg_elbo_nats") is not None:
-                lines.append(f"negative ELBO      {metrics['neg_elbo_nats']:9.2f} nats  "
-                             f"{metrics['neg_elbo_bits_per_dim']:.4f} bits/dim")
-            label = f"NLL (IS, K={metrics['iw_samples']})" if "iw_samples" in metrics else "NLL (exact)"
-            lines.append(f"{label:<18} {metrics['nll_nats']:9.2f} nats  {metrics['bits_per_dim']:.4f} bits/dim")
+            for key, value in metrics.items():  # the model's extra terms, e.g. the negative ELBO
+                if key.startswith("neg_") and key.endswith("_nats") and value is not None:
+                    name = "negative " + key[4:-5].upper()
+                    lines.append(f"{name:<18} {value:9.2f} nats  {metrics[key[:-5] + '_bits_per_dim']:.4f} bits/dim")
+            kind = {"exact": "exact", "lower_bound": "upper bound", "estimate": "estimate, not a bound",
+                    "numerical": "numerical"}[metrics["likelihood"]]
+            draws = f", {metrics['draws']} draws" if metrics["likelihood"] != "exact" else ""
+            error = f" ± {metrics['nll_std_err']:.2g}" if metrics.get("nll_std_err") else ""
+            lines.append(f"{'NLL':<18} {metrics['nll_nats']:9.2f}{error} nats  {metrics['bits_per_dim']:.4f} bits/dim  "
+                         f"({kind}: {metrics['estimator']}{draws})")
+            if metrics.get("kl_nats") is not None:
+                lines.append(f"{'KL(data || model)':<18} {metrics['kl_nats']:9.4f} ± {metrics['kl_std_err']:.4f} nats")
+    if metrics.get("active_units") is not None:
+        lines.append(f"active units       {metrics['active_units']} of {metrics['latent_dim']} "
+                     f"(Cov_x E_q[z_u] > {metrics['active_units_threshold']})")
     quality = [(name, metrics[key]) for name, key in (
         ("FD", "fd"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall"),
         ("classifier score", "classifier_score"), ("conditional accuracy", "conditional_accuracy"),
+        ("sliced W2", "sliced_wasserstein"), ("MMD^2", "mmd2"), ("histogram KL", "histogram_kl_nats"),
     ) if metrics.get(key) is not None]
     if quality:
-        lines.append("  ".join(f"{name} {value:.4g}" + (f" ± {metrics['kid_std']:.2g}" if name == "KID" else "")
-                               for name, value in quality))
-        lines.append(f"  ({metrics['num_samples']:,} samples; features: {metrics['feature_net']})")
+        lines.append("  ".join(_quality_text(name, value, metrics) for name, value in quality))
+        where = f"features: {metrics['feature_net']}" if "feature_net" in metrics else "against the test points"
+        lines.append(f"  ({metrics['num_samples']:,} samples; {where})")
     return "\n".join(lines)
 
 
+def _quality_text(name: str, value: float, metrics: dict) -> str:
+    if name == "KID":  # MMD^2 of 128-d features with the cubic kernel: small numbers, shown x 10^3
+        return f"KID x 10^3 {1e3 * value:.3g} ± {1e3 * metrics['kid_std']:.2g}"
+    if name == "histogram KL":
+        return f"histogram KL {value:.4g} nats"
+    return f"{name} {value:.4g}"

@@ -18,13 +18,8 @@ import copy
 import torch
 from torch import Tensor
 
-from genzoo.data.core import DataInfo, Split, check_finite, prepare
-from genzoo.evaluate.feature_net import (
-    DigitClassifier,
-    check_feature_net,
-    load_feature_net,
-)
-from genzoo.evaluate.likelihood import batches
+from genzoo.data.core import batches, check_finite, DataInfo, prepare, Split
+from genzoo.evaluate.feature_net import check_feature_net, DigitClassifier, load_feature_net
 from genzoo.models.base import GenerativeModel
 from genzoo.nn.mode import eval_mode
 
@@ -214,7 +209,7 @@ def _classify(net: DigitClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
 def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
                            metrics: tuple[str, ...] | list[str] = SAMPLE_METRICS, num_samples: int | None = None,
                            batch_size: int = 500, seed: int = 0, feature_net: DigitClassifier | None = None,
-                           data_root: str | None = None) -> dict:
+                           sampling: dict | None = None) -> dict:
     """Sample quality of ``model`` against ``split`` in the feature space of ``info``'s digit classifier.
 
     ``metrics`` (from ``SAMPLE_METRICS``): "fd" -> ``fd`` (``frechet_distance``); "kid" -> ``kid``
@@ -226,7 +221,7 @@ def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
     Real images are the split's levels scaled to [0, 1] (x / (K-1); binary data as 0/1). Fake
     images are ``num_samples`` (default: as many as the split) draws of ``model.sample`` in
     batches, with a generator seeded ``seed`` on the model's device, clamped to [0, 1] as when
-    shown. ``feature_net`` defaults to ``load_feature_net(info.name, data_root)``; one trained for
+    shown. ``feature_net`` defaults to ``load_feature_net(info.name)``; one trained for
     another dataset raises ValueError. The result says which network, layer, split and counts.
     """
     metrics = tuple(metrics)
@@ -235,7 +230,7 @@ def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
         raise ValueError(f"unknown sample-quality metric(s) {', '.join(map(repr, unknown))}; "
                          f"choose from: {', '.join(SAMPLE_METRICS)}")
     if feature_net is None:
-        feature_net = load_feature_net(info.name, data_root)
+        feature_net = load_feature_net(info.name)
     check_feature_net(feature_net, info)
     num_samples = len(split) if num_samples is None else num_samples
     if num_samples < 1 or len(split) < 1:
@@ -257,7 +252,8 @@ def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
     with eval_mode(model):
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
-            x = model.sample(n, None if labels is None else labels[start:start + n], generator)  # (n, C, H, W)
+            x = model.generate(n, None if labels is None else labels[start:start + n], generator,
+                               **(sampling or {}))  # (n, C, H, W)
             if tuple(x.shape) != (n, *info.shape):
                 raise ValueError(f"{model.name}.sample({n}) returned shape {tuple(x.shape)}, "
                                  f"expected {(n, *info.shape)}")

@@ -1,22 +1,9 @@
-"""The pictures a training run writes: image grids, model figures and loss curves.
-
-Three layers, each usable alone:
-
-- pure image functions: ``image_grid`` turns a batch (N, C, H, W) in [0, 1] into a Pillow image;
-  ``save_image_grid`` and ``save_rows`` write PNGs atomically (temp file + ``os.replace``);
-- model figures: ``sample_grid``, ``reconstructions``, ``latent_traversal``, ``interpolation``,
-  ``class_grid``, ``denoising_triples``, ``completions`` (inpainting) return tensors (rows of images) and never write files, so
-  they can be checked numerically. They use only the model protocol (``sample``, optional
-  ``encode``/``decode``/``corrupt``/``complete``, ``conditional``, ``info``), run under ``torch.no_grad()`` in
-  eval mode (the previous train/eval flags are restored), and draw randomness only from an
-  explicit ``torch.Generator`` seeded from ``seed``: torch's global RNG is never touched;
-- ``write_run_figures`` writes every figure a model supports; ``save_loss_curves`` plots the
-  trainer's CSV log.
+"""Loss curves: the trainer's CSV log drawn one panel per distinct term, each with its unit, and
+the held-out score beside the training term it estimates.
 
 Plots use matplotlib's object API with the Agg canvas (no pyplot), so importing this module
 changes no global matplotlib state.
 """
-
 from __future__ import annotations
 
 import csv
@@ -29,8 +16,6 @@ from matplotlib.figure import Figure
 
 from genzoo.checkpoint import atomic_write
 
-PAD_VALUE = 128  # mid-gray between cells
-MIN_CELL_PX = 56  # default scale makes each cell at least this many pixels on its long side
 NOT_PLOTTED = ("step", "epoch", "lr", "examples_per_s")  # CSV columns that are not loss terms
 
 # ------------------------------------------------------------------------------------------------
@@ -74,36 +59,103 @@ def read_log_terms(csv_path: str | os.PathLike) -> dict[str, tuple[np.ndarray, n
     return terms
 
 
+# The unit of each logged term (the part after "phase/"); terms not listed are drawn without one.
+# Every model's loss is a negative log-likelihood, a bound on one, or a cross-entropy: nats;
+# the exception is a Wasserstein critic's, in the critic's own units (see ``term_unit``).
+NATS_TERMS = ("loss", "neg_elbo", "recon", "kl", "nll", "neg_iwae", "neg_dvae_bound", "neg_elbo_estimate",
+              "T", "T_q", "T_p")
+TERM_UNITS = {**dict.fromkeys(NATS_TERMS, "nats"), "d_real": "probability", "d_fake": "probability",
+              "fake_diversity": "x the data's spread", "critic_real": "critic units", "critic_fake": "critic units",
+              "wasserstein": "critic units"}
+HELD_OUT_TERMS = ("neg_elbo", "nll", "neg_iwae", "loss")  # the first present is the term a held-out score is drawn with
+
+
+def term_unit(name: str, names: list[str]) -> str | None:
+    """The unit of logged term ``name`` ("discriminator/loss") in a log with columns ``names``."""
+    base = name.rsplit("/", 1)[-1]
+    if base == "loss" and any(n.endswith("/wasserstein") for n in names):  # a WGAN's players
+        return "critic units"
+    return TERM_UNITS.get(base)
+
+
+def identical_groups(terms: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[list[str]]:
+    """Term names grouped so that terms with the same logged series (steps and values) share a group
+    ("loss" and "neg_elbo" of a VAE with beta 1), in the order of first appearance. Values equal to
+    float32 round-off (relative 1e-6) count as the same: an IWAE's loss is its bound plus a
+    surrogate minus itself."""
+    groups: list[list[str]] = []
+    for name, (steps, values) in terms.items():
+        for group in groups:
+            other_steps, other_values = terms[group[0]]
+            if np.array_equal(steps, other_steps) and np.allclose(values, other_values, rtol=1e-6, atol=0):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
+
+
+def read_held_out(csv_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, held-out nats) from the trainer's selection CSV, None when it is absent or empty."""
+    if not Path(csv_path).exists():
+        return None
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    return np.array([float(r["step"]) for r in rows]), np.array([float(r["holdout_nats"]) for r in rows])
+
+
 def save_loss_curves(csv_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
-    """Plot each logged term against step, one subplot per term sharing x; returns the path.
+    """Plot each distinct logged term against the optimizer step, one subplot per term sharing x;
+    returns the path.
 
     The raw values are a faint line, a centred moving average (window ~5% of the points) a solid
-    one. A multi-player model (columns "discriminator/loss", "generator/loss", ...) gets a first
-    panel with every player's loss together. None, and nothing written, when the CSV has no rows
-    or no numeric term.
+    one; each y axis names its unit (``term_unit``). Terms whose logged series are identical share
+    one panel titled with all their names. A multi-player model (columns "discriminator/loss",
+    "generator/loss", ...) gets a first panel with every player's loss together. When the trainer
+    scored held-out examples (``selection.csv`` beside the CSV), their score is drawn as points on
+    the panel of the training term it estimates (the first of ``HELD_OUT_TERMS``). None, and
+    nothing written, when the CSV has no rows or no numeric term.
     """
+    from genzoo.train.selection import SELECTION_FILE  # here: the trainer's package is heavy to import
+
     terms = read_log_terms(csv_path)
     if not terms:
         return None
-    panels = [[name] for name in terms]
+    panels = [(" = ".join(group), group) for group in identical_groups(terms)]  # (title, its terms)
     player_losses = [name for name in terms if name.endswith("/loss")]
     if len(player_losses) > 1:
-        panels.insert(0, player_losses)
+        panels.insert(0, ("players' losses", player_losses))
+    held_out = read_held_out(Path(csv_path).parent / SELECTION_FILE)
+    on = None  # the panel that shows the held-out score
+    if held_out is not None:
+        scored = next((term for term in HELD_OUT_TERMS if term in terms), None)
+        on = next((i for i, (_, group) in enumerate(panels) if scored in group), None)
+        if on is None:  # no training term that it estimates: a panel of its own
+            panels.append(("held-out score", []))
+            on = len(panels) - 1
     fig = Figure(figsize=(7, 2.0 * len(panels) + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, names in zip(axes, panels):
-        for color, name in enumerate(names):
-            steps, values = terms[name]
+    for index, (ax, (title, group)) in enumerate(zip(axes, panels)):
+        lines = identical_groups({name: terms[name] for name in group})  # each distinct series once
+        for color, same in enumerate(lines):
+            steps, values = terms[same[0]]
             window = max(1, len(values) // 20)
             ax.plot(steps, values, color=f"C{color}", alpha=0.3, linewidth=0.8)
-            ax.plot(steps, _moving_average(values, window), color=f"C{color}", linewidth=1.5, label=name)
-        ax.set_ylabel(names[0] if len(names) == 1 else "players' losses")
-        if len(names) > 1:
+            ax.plot(steps, _moving_average(values, window), color=f"C{color}", linewidth=1.5,
+                    label=" = ".join(same))
+        units = {term_unit(name, list(terms)) for name in group}
+        if index == on:
+            ax.plot(*held_out, "o-", color="black", markersize=3, linewidth=1, label="held-out score")
+            units |= {"nats"}
+        if len(lines) > 1 or (index == on and lines):
             ax.legend(fontsize="small")
+        ax.set_title(title, fontsize="medium", loc="left")
+        ax.set_ylabel(units.pop() if len(units) == 1 and None not in units else "")
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("step")
+    axes[-1].set_xlabel("optimizer step")
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
 

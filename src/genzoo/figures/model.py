@@ -1,22 +1,13 @@
-"""The pictures a training run writes: image grids, model figures and loss curves.
+"""Model figures: samples, reconstructions, latent traversals, interpolations, class grids,
+denoising and completions; ``write_run_figures`` writes every figure a model supports.
 
-Three layers, each usable alone:
-
-- pure image functions: ``image_grid`` turns a batch (N, C, H, W) in [0, 1] into a Pillow image;
-  ``save_image_grid`` and ``save_rows`` write PNGs atomically (temp file + ``os.replace``);
-- model figures: ``sample_grid``, ``reconstructions``, ``latent_traversal``, ``interpolation``,
-  ``class_grid``, ``denoising_triples``, ``completions`` (inpainting) return tensors (rows of images) and never write files, so
-  they can be checked numerically. They use only the model protocol (``sample``, optional
-  ``encode``/``decode``/``corrupt``/``complete``, ``conditional``, ``info``), run under ``torch.no_grad()`` in
-  eval mode (the previous train/eval flags are restored), and draw randomness only from an
-  explicit ``torch.Generator`` seeded from ``seed``: torch's global RNG is never touched;
-- ``write_run_figures`` writes every figure a model supports; ``save_loss_curves`` plots the
-  trainer's CSV log.
-
-Plots use matplotlib's object API with the Agg canvas (no pyplot), so importing this module
-changes no global matplotlib state.
+The figure functions return tensors (rows of images) and never write files, so they can be
+checked numerically. They use only the model protocol (``sample``, optional
+``encode``/``decode``/``corrupt``/``complete``, ``conditional``, ``info``), run under
+``torch.no_grad()`` in eval mode (the previous train/eval flags are restored), and draw
+randomness only from an explicit ``torch.Generator`` seeded from ``seed``: torch's global RNG
+is never touched.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -29,12 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.evaluate.completion import HIDDEN_GRAY, parse_mask
-from genzoo.figures.grids import save_image_grid, save_rows
+from genzoo.evaluate.latent import ACTIVE_THRESHOLD, kl_per_dim, latent_activity
+from genzoo.figures.grids import save_image_grid, save_rows, WHITE
 from genzoo.nn.mode import eval_mode
 
-PAD_VALUE = 128  # mid-gray between cells
-MIN_CELL_PX = 56  # default scale makes each cell at least this many pixels on its long side
-NOT_PLOTTED = ("step", "epoch", "lr", "examples_per_s")  # CSV columns that are not loss terms
 
 # ------------------------------------------------------------------------------------------------
 # Model figures: tensors only, no files
@@ -76,7 +65,7 @@ def sample_grid(model: nn.Module, n: int = 64, seed: int = 0) -> Tensor:
         labels = None
         if model.conditional:
             labels = torch.arange(n, device=_device(model)) % model.info.num_classes
-        return model.sample(n, labels=labels, generator=_generator(model, seed)).detach().float().cpu()
+        return model.generate(n, labels, _generator(model, seed)).detach().float().cpu()
 
 
 def reconstructions(model: nn.Module, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
@@ -87,13 +76,18 @@ def reconstructions(model: nn.Module, x: Tensor, y: Tensor | None = None) -> lis
         return [x.detach().float().cpu(), _decode(model, model.encode(x, y), y)]
 
 
+def traversal_values(steps: int = 9, span: float = 3.0) -> Tensor:
+    """The values a latent traversal sets its coordinate to: linspace(-span, span, steps)."""
+    return torch.linspace(-span, span, steps)
+
+
 def latent_traversal(
     model: nn.Module, x0: Tensor, y0: Tensor | int | None = None, dims: int | Sequence[int] = 10, steps: int = 9,
     span: float = 3.0
 ) -> list[Tensor]:
     """One row per latent dimension d (the first ``dims``, or those listed): decode(z) with
-    z = encode(x0) and z_d set to each of linspace(-span, span, steps), the other coordinates held
-    fixed ("latent perturbation").
+    z = encode(x0) and z_d set to each of ``traversal_values(steps, span)``, the other coordinates
+    held fixed ("latent perturbation").
 
     x0: one image (C, H, W) or (1, C, H, W); y0: its label (conditional models). Rows (steps, C, H, W).
     """
@@ -104,7 +98,7 @@ def latent_traversal(
         y = _labels(model, y, 1)
         z0 = model.encode(x0, y)  # (1, latent_dim)
         flat = z0.reshape(1, -1)  # (1, D)
-        values = torch.linspace(-span, span, steps, device=device, dtype=flat.dtype)  # (steps,)
+        values = traversal_values(steps, span).to(device, flat.dtype)  # (steps,)
         ys = None if y is None else y.expand(steps)
         rows = []
         for d in range(min(dims, flat.shape[1])) if isinstance(dims, int) else dims:
@@ -202,17 +196,15 @@ def completions(model: nn.Module, x: Tensor, y: Tensor | None = None, seed: int 
         return [t.detach().float().cpu() for t in (x, masked, completed)]
 
 
-def most_active_dims(model: nn.Module, x: Tensor, y: Tensor | None, n: int) -> list[int]:
-    """The ``n`` latent dimensions whose posterior mean varies most over the batch x.
-
-    Cov_x(E_q[z_d]) is the activity measure of Burda et al. 2016; a VAE leaves many dimensions
-    inactive (their codes equal the prior whatever the input), and traversing those shows nothing.
-    """
-    with _evaluating(model):
-        x = x.to(_device(model))
-        codes = model.encode(x, _labels(model, y, len(x)))  # (B, latent_dim)
-        activity = codes.reshape(len(x), -1).var(0) if len(x) > 1 else codes.new_ones(codes[0].numel())
-        return activity.argsort(descending=True)[:n].tolist()
+def traversal_labels(dims: Sequence[int], activity: Tensor, kl: Tensor | None) -> list[str]:
+    """A row label for each traversed latent dimension: its name, its KL(q(z_u|x) || p(z_u)) in nats
+    (``kl_per_dim``), or where the model has none its activity Var_x E_q[z_u] (``latent_activity``),
+    and "inactive" when its activity is at most Burda et al.'s 0.01: traversing it changes nothing."""
+    labels = []
+    for d in dims:
+        amount = f"KL {kl[d]:.2f} nats" if kl is not None else f"var {activity[d]:.2g}"
+        labels.append(f"z{d}\n{amount}" + ("\ninactive" if activity[d] <= ACTIVE_THRESHOLD else ""))
+    return labels
 
 
 def write_run_figures(
@@ -227,12 +219,14 @@ def write_run_figures(
     """
     out_dir = Path(out_dir)
     paths = [save_image_grid(sample_grid(model, 64, seed), out_dir / "samples.png", nrow=8)]
-    if hasattr(model, "encode") and hasattr(model, "decode"):
+    if model.can("encode"):
         xs, ys = x[:16], None if y is None else y[:16]
         paths.append(save_rows(reconstructions(model, xs, ys), out_dir / "reconstructions.png", ["data", "recon"]))
-        dims = most_active_dims(model, x, y, 10)
+        activity, kl = latent_activity(model, x, y), kl_per_dim(model, x, y)  # (latent_dim,) each
+        dims = activity.argsort(descending=True)[:10].tolist()  # the most active: the others show nothing
         rows = latent_traversal(model, x[0], None if y is None else y[0], dims=dims)
-        paths.append(save_rows(rows, out_dir / "latent_traversal.png", [f"z{d}" for d in dims]))
+        paths.append(save_rows(rows, out_dir / "latent_traversal.png", traversal_labels(dims, activity, kl),
+                               column_labels=[f"z={v:g}" for v in traversal_values().tolist()]))
         pairs = min(4, len(x) // 2)
         if pairs:
             ya = yb = None
@@ -240,15 +234,17 @@ def write_run_figures(
                 ya, yb = y[:pairs], y[pairs : 2 * pairs]
             rows = interpolation(model, x[:pairs], x[pairs : 2 * pairs], ya, yb)
             paths.append(save_rows(rows, out_dir / "interpolation.png"))
-    elif hasattr(model, "decode") and hasattr(model, "latent_dim"):  # a generator without an encoder
+    elif model.can("decode"):  # a generator of prior codes, without an encoder
         paths.append(save_rows(prior_interpolation(model, 4, 10, seed), out_dir / "interpolation.png"))
     if model.conditional:
         rows = class_grid(model, 10, seed)
         paths.append(save_rows(rows, out_dir / "class_grid.png", [str(k) for k in range(len(rows))]))
-    if hasattr(model, "corrupt") and hasattr(model, "encode") and hasattr(model, "decode"):
+    if model.can("corrupt"):
         rows = denoising_triples(model, x[:8], seed, None if y is None else y[:8])
         paths.append(save_rows(rows, out_dir / "denoising.png", ["clean", "corrupted", "denoised"]))
-    if hasattr(model, "complete"):
+    if model.can("complete"):
         rows = completions(model, x[:8], None if y is None else y[:8], seed)
-        paths.append(save_rows(rows, out_dir / "completions.png", ["data", "observed", "completed"]))
+        # white padding and a gap: the hidden pixels' gray would run into mid-gray padding and the row above
+        paths.append(save_rows(rows, out_dir / "completions.png", ["data", "observed", "completions"],
+                               row_gaps=(0,), pad_value=WHITE))
     return paths

@@ -1,22 +1,6 @@
-"""The pictures a training run writes: image grids, model figures and loss curves.
-
-Three layers, each usable alone:
-
-- pure image functions: ``image_grid`` turns a batch (N, C, H, W) in [0, 1] into a Pillow image;
-  ``save_image_grid`` and ``save_rows`` write PNGs atomically (temp file + ``os.replace``);
-- model figures: ``sample_grid``, ``reconstructions``, ``latent_traversal``, ``interpolation``,
-  ``class_grid``, ``denoising_triples``, ``completions`` (inpainting) return tensors (rows of images) and never write files, so
-  they can be checked numerically. They use only the model protocol (``sample``, optional
-  ``encode``/``decode``/``corrupt``/``complete``, ``conditional``, ``info``), run under ``torch.no_grad()`` in
-  eval mode (the previous train/eval flags are restored), and draw randomness only from an
-  explicit ``torch.Generator`` seeded from ``seed``: torch's global RNG is never touched;
-- ``write_run_figures`` writes every figure a model supports; ``save_loss_curves`` plots the
-  trainer's CSV log.
-
-Plots use matplotlib's object API with the Agg canvas (no pyplot), so importing this module
-changes no global matplotlib state.
+"""Samples over training: a trainer callback that keeps samples from one fixed noise batch at
+every checkpoint, and the figure of one labelled row per checkpoint.
 """
-
 from __future__ import annotations
 
 import os
@@ -24,13 +8,11 @@ from pathlib import Path
 
 import torch
 
-from genzoo.checkpoint import read_tensors, write_tensors
+from genzoo.checkpoint import read_run_config, read_tensors, write_tensors
+from genzoo.figures.arena import save_points_over_training
 from genzoo.figures.grids import save_rows
 from genzoo.figures.model import sample_grid
 
-PAD_VALUE = 128  # mid-gray between cells
-MIN_CELL_PX = 56  # default scale makes each cell at least this many pixels on its long side
-NOT_PLOTTED = ("step", "epoch", "lr", "examples_per_s")  # CSV columns that are not loss terms
 
 # ------------------------------------------------------------------------------------------------
 # Samples over training
@@ -46,14 +28,17 @@ class SamplesOverTraining:
     rewritten atomically, so a resumed run continues the same record.
     """
 
-    def __init__(self, n: int = 10, seed: int = 0):
-        self.n, self.seed = n, seed
+    def __init__(self, n: int = 10, seed: int = 0, n_points: int = 1000):
+        self.n, self.seed, self.n_points = n, seed, n_points
 
     def __call__(self, trainer) -> None:
-        images = sample_grid(trainer.final_model, self.n, self.seed)  # (n, C, H, W) in [0, 1]
         path = Path(trainer.out) / PROGRESS_FILE
         record = read_tensors(path)[0] if path.exists() else {}
-        record[f"step_{trainer.step:010d}"] = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        if trainer.info.kind == "vector":  # 2-D points: a scatter of n_points per checkpoint, as float32
+            record[f"step_{trainer.step:010d}"] = sample_grid(trainer.final_model, self.n_points, self.seed)
+        else:
+            images = sample_grid(trainer.final_model, self.n, self.seed)  # (n, C, H, W) in [0, 1]
+            record[f"step_{trainer.step:010d}"] = (images.clamp(0, 1) * 255).round().to(torch.uint8)
         write_tensors(path, record)
 
 
@@ -74,6 +59,10 @@ def save_samples_over_training(run_dir: str | os.PathLike, out_path: str | os.Pa
         return None
     record = read_tensors(path)[0]
     keys = sorted(record)
+    if record[keys[0]].dim() == 2:  # points (N, 2) of the 2-D arena: scatter panels
+        dataset = read_run_config(Path(run_dir))["data"]["name"]
+        picked = evenly_spaced(keys, 6)
+        return save_points_over_training({int(k.split("_")[1]): record[k] for k in picked}, out_path, dataset)
     picked = evenly_spaced(keys, max_rows)
     rows = [record[k].float() / 255 for k in picked]
     return save_rows(rows, out_path, [f"step {int(k.split('_')[1])}" for k in picked])

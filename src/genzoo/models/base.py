@@ -8,20 +8,35 @@ it will see. It answers a few questions, always with per-example values in nats:
 - ``phases()``            -> the players and their parameters. One phase ("model") for ordinary
                              models; a GAN or an adversarial autoencoder returns one per player,
                              each with its own optimizer and number of updates per iteration.
-- ``sample(n, labels, generator)`` -> images (n, C, H, W) in the model's input representation.
-- ``log_likelihood(x, y, num_samples)`` -> a ``LogLikelihood`` that says whether it is exact,
-                             a lower bound, or unavailable.
-- ``encode``/``decode``   -> optional, for latent-variable models (pictures, interpolation).
-- ``fit_after_training``  -> optional closed-form step after gradient training (the AE's
-                             latent Gaussian mixture).
+- ``sample(n, labels, generator, **options)`` -> inputs (n, *shape) in the model's input
+                             representation; called through ``generate``, which checks the options.
+- ``log_likelihood(x, y, num_samples, generator)`` -> a ``LogLikelihood`` that says what kind of
+                             number it is (``LIKELIHOOD_KINDS``).
 - ``training_warnings(row)`` -> messages about symptoms visible in a row of averaged log terms
                              (a discriminator that wins outright, collapsed samples); the trainer
                              reports one when it persists.
 - ``training_defaults``   -> ``TrainConfig`` values this model trains best with (a GAN's Adam
                              betas and learning rate) where the user gives none.
 
-Inputs ``x`` are float tensors (B, C, H, W) in [0, 1] in the representation named by
-``input_kind`` (see ``genzoo.data.prepare``); labels ``y`` are int64 (B,) or None.
+What a model can do beyond that is declared once, as class attributes, and read by the CLI,
+the figures, evaluation and the trainer (never guessed with ``hasattr``):
+
+- ``family``               the folder it lives in: "latent", "adversarial", "autoregressive", ...
+- ``capabilities``         a subset of ``CAPABILITIES``: "encode" (``encode``/``decode``: latent
+                           codes, reconstructions, traversals), "decode" (a generator of codes
+                           without an encoder), "corrupt" (denoising), "complete" (inpainting),
+                           "fit_after_training" (a closed-form step after gradient training),
+                           "extra_likelihood_terms" (``likelihood_terms``: the ELBO beside the IWAE bound);
+- ``samplers``             the ways it generates (``SamplerSpec``: a name and the options of
+                           ``SAMPLING_OPTIONS`` it takes), the first being the default;
+- ``estimators``           the names of its likelihood estimators, the first being the default;
+- ``eval_defaults``        the sampler and steps of sample metrics and the draws per example of
+                           estimated likelihoods, chosen so that the default ``eval`` finishes in
+                           minutes on a laptop CPU.
+
+Inputs ``x`` are float tensors (B, C, H, W) in [0, 1] (images) or (B, D) (vectors) in the
+representation named by ``input_kind`` (see ``genzoo.data.prepare``); labels ``y`` are int64
+(B,) or None.
 """
 
 from __future__ import annotations
@@ -33,22 +48,53 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from genzoo.data.core import DataInfo, InputKind, check_finite
+from genzoo.data.core import check_finite, DataInfo, InputKind
 
-LikelihoodKind = Literal["exact", "lower_bound", "unavailable"]
+# What a reported log-likelihood is:
+# - "exact":       log p(x) itself (autoregressive models, flows, enumerated RBMs);
+# - "lower_bound": a bound on log p(x), so the reported NLL is an upper bound: the ELBO, the IWAE
+#                  bound, a dequantisation bound, also when the bound is estimated by Monte Carlo;
+# - "estimate":    a stochastic estimate that is no bound (AIS, optimistic in expectation; AVB's
+#                  discriminator estimate of the KL term);
+# - "numerical":   normalised on a grid;
+# - "unavailable": the model defines none (GANs, the plain autoencoder).
+LIKELIHOOD_KINDS = ("exact", "lower_bound", "estimate", "numerical", "unavailable")
+LikelihoodKind = Literal["exact", "lower_bound", "estimate", "numerical", "unavailable"]
+SAMPLING_OPTIONS = ("steps", "temperature", "guidance")  # options a sampler may take (genzoo sample --steps ...)
+CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms")
 
 
 @dataclass(frozen=True)
 class LogLikelihood:
-    """log p(x) per example, in nats, and what kind of number it is.
+    """log p(x) per example, in nats, and what kind of number it is (``LIKELIHOOD_KINDS``).
 
-    ``kind="lower_bound"`` covers the ELBO and the importance-weighted bound (whose expectation is
-    a lower bound on log p(x) and which converges to it as the number of samples grows).
+    ``variance`` is the variance of each example's value due to the estimator's own randomness
+    (None when it cannot be had from one call, e.g. from a single draw; zero when exact).
     """
 
     value: Tensor | None  # (B,) nats, None when unavailable
     kind: LikelihoodKind
     reason: str = ""  # why it is unavailable, or how it was computed
+    variance: Tensor | None = None  # (B,) nats^2
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One way a model generates: its name, the ``SAMPLING_OPTIONS`` it takes, one line on what it does."""
+
+    name: str
+    options: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EvalDefaults:
+    """What ``genzoo eval`` does for this model when not told otherwise."""
+
+    draws: int = 1  # draws per example of an estimated likelihood (importance samples)
+    sampler: str | None = None  # sampler of the sample metrics (None: the model's first)
+    steps: int | None = None  # its steps, where it takes them
+    samples: int | None = None  # samples of the sample metrics (None: as many as the split has examples)
 
 
 @dataclass
@@ -86,6 +132,13 @@ def check_labelled(info: DataInfo, model_name: str) -> None:
                          "use a labelled dataset such as digits or mnist")
 
 
+def check_images(info: DataInfo, model_name: str, instead: str) -> None:
+    """A model of images (C, H, W) refuses vector data, in one line that names the models to use."""
+    if info.kind != "image":
+        raise ValueError(f"{model_name} models images (C, H, W); {info.name} holds {info.dim}-D vectors: "
+                         f"use {instead}")
+
+
 def check_positive(config: ModelConfig, *names: str, allow_zero: bool = False) -> None:
     for name in names:
         value = getattr(config, name)
@@ -104,7 +157,12 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[ModelConfig]]
+    family: ClassVar[str]
     training_defaults: ClassVar[dict] = {}  # TrainConfig field -> value, used when the user sets none
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # of CAPABILITIES
+    samplers: ClassVar[tuple[SamplerSpec, ...]] = (SamplerSpec("ancestral", (), "one pass of the generative model"),)
+    estimators: ClassVar[tuple[str, ...]] = ()  # likelihood estimators; () when the model has no likelihood
+    eval_defaults: ClassVar[EvalDefaults] = EvalDefaults()
 
     def __init__(self, config: ModelConfig, info: DataInfo):
         super().__init__()
@@ -144,6 +202,66 @@ class GenerativeModel(nn.Module):
         """log p(x [| y]) per example; ``num_samples`` and ``generator`` drive estimators that sample."""
         return LogLikelihood(None, "unavailable", f"{self.name} defines no likelihood")
 
+    def likelihood_terms(self, x: Tensor, y: Tensor | None = None,
+                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Extra per-example log-terms (B,) in nats reported beside the likelihood, e.g. {"elbo": ...}
+        (capability "extra_likelihood_terms"); ``eval`` reports each as ``neg_{name}_nats``."""
+        return {}
+
+    def fit_after_training(self, batches) -> None:
+        """A closed-form step on the training data after gradient training (capability "fit_after_training")."""
+
+    @property
+    def fits_after_training(self) -> bool:
+        return "fit_after_training" in self.capabilities
+
+    def can(self, capability: str) -> bool:
+        """Whether this model declares ``capability`` (one of ``CAPABILITIES``)."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; one of: {', '.join(CAPABILITIES)}")
+        return capability in self.capabilities
+
+    # --- sampling and estimators, checked against what the model declares ----------------------
+    def sampler_spec(self, sampler: str | None) -> SamplerSpec:
+        """The declared sampler called ``sampler`` (None: the default); an unknown name lists the model's."""
+        if sampler is None:
+            return self.samplers[0]
+        for spec in self.samplers:
+            if spec.name == sampler:
+                return spec
+        raise ValueError(f"{self.name} has no sampler {sampler!r}; its samplers: "
+                         f"{', '.join(s.name for s in self.samplers)}")
+
+    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+                 sampler: str | None = None, **options) -> Tensor:
+        """``n`` samples with a declared sampler and its options (None values mean "the default").
+
+        An option the sampler lacks is refused by name. The sampler's name reaches ``sample`` only
+        when the model declares more than one.
+        """
+        spec = self.sampler_spec(sampler)
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = [k for k in given if k not in SAMPLING_OPTIONS]
+        if unknown:
+            raise ValueError(f"unknown sampling option(s) {', '.join(unknown)}; one of: {', '.join(SAMPLING_OPTIONS)}")
+        refused = [k for k in given if k not in spec.options]
+        if refused:
+            takes = f"takes {', '.join('--' + o for o in spec.options)}" if spec.options else "takes no options"
+            raise ValueError(f"{self.name}'s {spec.name!r} sampler has no --{refused[0]} option (it {takes})")
+        if len(self.samplers) > 1:
+            given["sampler"] = spec.name
+        return self.sample(n, labels, generator, **given)
+
+    def estimator(self, name: str | None) -> str:
+        """The declared likelihood estimator ``name`` (None: the default); an unknown name lists the model's."""
+        if not self.estimators:
+            raise ValueError(f"{self.name} defines no likelihood, so it has no estimators")
+        if name is None:
+            return self.estimators[0]
+        if name not in self.estimators:
+            raise ValueError(f"{self.name} has no estimator {name!r}; its estimators: {', '.join(self.estimators)}")
+        return name
+
     def training_warnings(self, row: dict[str, float]) -> list[str]:
         """Symptoms in one row of averaged log terms (keys "phase/term", e.g. "discriminator/d_real")."""
         return []
@@ -151,8 +269,8 @@ class GenerativeModel(nn.Module):
     # --- helpers shared by all models --------------------------------------------------------
     def check_input(self, x: Tensor) -> None:
         """Inputs must be (B, *shape) of this model's data (images (B, C, H, W), vectors (B, D)), finite."""
+        what = "images" if self.info.kind == "image" else "vectors"
         if tuple(x.shape[1:]) != self.info.shape or x.dim() != 1 + len(self.info.shape):
-            what = "images" if self.info.kind == "image" else "vectors"
             raise ValueError(f"{self.name} was built for {what} of shape (B, {', '.join(map(str, self.info.shape))}) "
                              f"({self.info.name}), got {tuple(x.shape)}")
         check_finite(x, f"{self.name}: the input {what}")

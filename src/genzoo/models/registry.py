@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 
+from pathlib import Path
+
+import torch
+
+from genzoo import checkpoint
 from genzoo.data.core import DataInfo
-from genzoo.models.adversarial.cgan import CGAN
-from genzoo.models.adversarial.dcgan import DCGAN
-from genzoo.models.adversarial.gan import GAN
-from genzoo.models.adversarial.wgan_gp import WGANGP
-from genzoo.models.autoregressive.made import MADE
-from genzoo.models.autoregressive.nade import NADE
-from genzoo.models.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
-from genzoo.models.autoregressive.pixelrnn import PixelRNN
-from genzoo.models.base import GenerativeModel, LogLikelihood, ModelConfig, Phase
-from genzoo.models.latent.aae import AdversarialAutoencoder
-from genzoo.models.latent.ae import AutoEncoder
-from genzoo.models.latent.avb import AVB
-from genzoo.models.latent.cvae import CVAE
-from genzoo.models.latent.dvae import DVAE
-from genzoo.models.latent.iwae import IWAE
-from genzoo.models.latent.vae import VAE
+from genzoo.models import adversarial, autoregressive, latent
+from genzoo.models.base import GenerativeModel, ModelConfig
 
-MODEL_CLASSES: list[type[GenerativeModel]] = [
-    AutoEncoder, VAE, CVAE, DVAE, IWAE, AdversarialAutoencoder, AVB, GAN, DCGAN, CGAN, WGANGP,
-]
-# the autoregressive family (one line per module)
-MODEL_CLASSES += [NADE, MADE]
-MODEL_CLASSES += [PixelCNN, GatedPixelCNN]
-MODEL_CLASSES += [PixelRNN]
-
+# One line per family: a new family is a folder under models/ and a line here.
+FAMILIES: dict[str, list[type[GenerativeModel]]] = {
+    "latent": latent.MODELS,
+    "adversarial": adversarial.MODELS,
+    "autoregressive": autoregressive.MODELS,
+}
+MODEL_CLASSES: list[type[GenerativeModel]] = [cls for classes in FAMILIES.values() for cls in classes]
 MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in MODEL_CLASSES}
+MODEL_FAMILY: dict[str, str] = {cls.name: family for family, classes in FAMILIES.items() for cls in classes}
 
-__all__ = ["MODELS", "GenerativeModel", "LogLikelihood", "ModelConfig", "Phase", "build_model", "model_class"]
 
 
 def model_class(name: str) -> type[GenerativeModel]:
@@ -57,3 +47,18 @@ def config_from_dict(config_cls: type[ModelConfig], values: dict) -> ModelConfig
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for {config_cls.__name__}; "
                          f"valid options: {', '.join(sorted(known))}")
     return config_cls(**values)
+
+
+def load_run(run_dir: Path, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from its run directory: (model in eval mode, run config dict)."""
+    config = checkpoint.read_run_config(run_dir)
+    try:
+        model = build_model(config["model"], DataInfo.from_dict(config["data"]), config["model_config"])
+    except (ValueError, TypeError, KeyError) as e:
+        path = Path(run_dir) / checkpoint.CONFIG_FILE
+        raise checkpoint.CheckpointError(f"{path} cannot rebuild its model: {e}") from None
+    path = Path(run_dir) / checkpoint.MODEL_FILE
+    tensors, _ = checkpoint.read_tensors(path)
+    what = f"model {config['model']!r} as configured in {checkpoint.CONFIG_FILE}"
+    checkpoint.load_state_dict_checked(model, tensors, path, what)
+    return model.to(device).eval(), config

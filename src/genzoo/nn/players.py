@@ -1,8 +1,9 @@
-"""GAN players: generators z (B, d) -> images in [-1, 1], discriminators images -> logits (B,)."""
+"""GAN players: generators z (B, d) -> images in [-1, 1] (or real vectors), discriminators -> logits (B,)."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import Tensor, nn
@@ -15,25 +16,25 @@ NORMS = ("batch", "layer", "none")
 
 
 class MLPGenerator(nn.Module):
-    """z (B, latent_dim) -> images (B, C, H, W) in [-1, 1]: an MLP ending in tanh."""
+    """z (B, latent_dim) -> (B, *shape): an MLP ending in tanh (images scaled to [-1, 1]) or, with
+    ``tanh=False``, in a linear layer (real vectors, unbounded)."""
 
-    def __init__(self, latent_dim: int, shape: tuple[int, int, int], hidden_dim: int, num_hidden_layers: int = 2):
+    def __init__(self, latent_dim: int, shape: tuple[int, ...], hidden_dim: int, num_hidden_layers: int = 2,
+                 tanh: bool = True):
         super().__init__()
-        c, h, w = shape
-        self.net = nn.Sequential(mlp([latent_dim] + [hidden_dim] * num_hidden_layers + [c * h * w]),
-                                 nn.Tanh(), nn.Unflatten(1, shape))
+        self.net = nn.Sequential(mlp([latent_dim] + [hidden_dim] * num_hidden_layers + [math.prod(shape)]),
+                                 nn.Tanh() if tanh else nn.Identity(), nn.Unflatten(1, shape))
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
 
 
 class MLPDiscriminator(nn.Module):
-    """Images (B, C, H, W) -> logits (B,): an MLP with LeakyReLU(0.2) activations."""
+    """Images (B, C, H, W) or vectors (B, D) -> logits (B,): an MLP with LeakyReLU(0.2) activations."""
 
-    def __init__(self, shape: tuple[int, int, int], hidden_dim: int, num_hidden_layers: int = 2):
+    def __init__(self, shape: tuple[int, ...], hidden_dim: int, num_hidden_layers: int = 2):
         super().__init__()
-        c, h, w = shape
-        self.net = nn.Sequential(nn.Flatten(), mlp([c * h * w] + [hidden_dim] * num_hidden_layers + [1],
+        self.net = nn.Sequential(nn.Flatten(), mlp([math.prod(shape)] + [hidden_dim] * num_hidden_layers + [1],
                                                    activation=functools.partial(nn.LeakyReLU, 0.2)))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,43 +1,45 @@
-"""Training: one loop for every model."""
+"""Training: one loop for every model, its options, state, selection and schedules."""
 
-from genzoo.train.loop import (
-    LOG_FILE,
-    LR_SCHEDULES,
+from genzoo.train.config import (
     PRECISIONS,
-    SELECTION_FILE,
-    WARN_AFTER_ROWS,
-    WARNING_NUMBERS,
-    OutputExists,
-    RunningLog,
-    Selection,
     TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    check_scorable,
-    epoch_shard,
-    lr_factor,
-    prepare_output_dir,
-    train,
     train_config,
+)
+from genzoo.train.loop import (
+    TrainingDiverged,
+    Trainer,
+    train,
+)
+from genzoo.train.state import (
+    OutputExists,
+    prepare_output_dir,
+    write_train_state,
+    read_train_state,
+)
+from genzoo.train.selection import (
+    SELECTION_FILE,
+    Selection,
+    check_scorable,
+)
+from genzoo.train.schedules import (
+    LR_SCHEDULES,
+    lr_factor,
 )
 
 __all__ = [
-    "LOG_FILE",
     "LR_SCHEDULES",
     "OutputExists",
     "PRECISIONS",
-    "RunningLog",
     "SELECTION_FILE",
     "Selection",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
-    "WARNING_NUMBERS",
-    "WARN_AFTER_ROWS",
     "check_scorable",
-    "epoch_shard",
     "lr_factor",
     "prepare_output_dir",
+    "read_train_state",
     "train",
     "train_config",
+    "write_train_state",
 ]

@@ -1,1 +1,8 @@
-"""The adversarial family."""
+"""Adversarial models: GANs with MLP and convolutional players, conditional and Wasserstein variants."""
+
+from genzoo.models.adversarial.cgan import CGAN
+from genzoo.models.adversarial.dcgan import DCGAN
+from genzoo.models.adversarial.gan import GAN
+from genzoo.models.adversarial.wgan_gp import WGANGP
+
+MODELS = [GAN, DCGAN, CGAN, WGANGP]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from genzoo.data.core import DataInfo
 from genzoo.models.adversarial.dcgan import DCGAN, DCGANConfig
-from genzoo.models.base import check_labelled
+from genzoo.models.base import check_images, check_labelled
 
 
 @dataclass
@@ -23,6 +23,10 @@ class CGANConfig(DCGANConfig):
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
         check_labelled(info, "cgan")
+
+    def validate_data(self, info: DataInfo) -> None:
+        check_images(info, "cgan", "gan or wgan-gp (unconditional)")
+        super().validate_data(info)
 
 
 class CGAN(DCGAN):

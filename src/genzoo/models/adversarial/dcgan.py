@@ -20,13 +20,8 @@ from torch import nn
 
 from genzoo.data.core import DataInfo
 from genzoo.models.adversarial.gan import GAN, GANConfig
-from genzoo.models.base import check_choice, check_positive
-from genzoo.nn.players import (
-    NORMS,
-    DCGANDiscriminator,
-    DCGANGenerator,
-    check_dcgan_shape,
-)
+from genzoo.models.base import check_choice, check_images, check_positive
+from genzoo.nn.players import check_dcgan_shape, DCGANDiscriminator, DCGANGenerator, NORMS
 
 
 @dataclass
@@ -36,9 +31,14 @@ class DCGANConfig(GANConfig):
     d_norm: str = "batch"  # normalisation in D's hidden layers: "batch" | "layer" | "none"
 
     def validate(self, info: DataInfo) -> None:
+        self.validate_data(info)
         super().validate(info)
         check_positive(self, "channels")
         check_choice(self, "d_norm", NORMS)
+
+    def validate_data(self, info: DataInfo) -> None:
+        """The convolutional players need images whose height and width are multiples of 4."""
+        check_images(info, "dcgan", "gan or wgan-gp")
         check_dcgan_shape(info.shape)
 
 

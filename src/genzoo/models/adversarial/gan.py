@@ -21,7 +21,9 @@ Regularisers, selectable on every GAN here (all off by default):
 This module holds what the family shares (``dcgan``, ``cgan``, ``wgan-gp`` are small subclasses
 that swap the networks or the objective). Deviations from the 2014 paper: the MLP discriminator
 uses LeakyReLU instead of maxout units and dropout, and the generator ends in tanh (images are
-mapped to [-1, 1]) instead of a sigmoid. A GAN defines no density: ``log_likelihood`` says so.
+mapped to [-1, 1]) instead of a sigmoid. On real vectors (the 2-D arena) the MLP generator's output
+is linear and the data are not rescaled: the players see the values as they are. A GAN defines no
+density: ``log_likelihood`` says so.
 """
 
 from __future__ import annotations
@@ -32,29 +34,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from genzoo.data.core import DataInfo
+from genzoo.data.core import DataInfo, scale_from_symmetric, scale_to_symmetric
 from genzoo.distributions.numerics import at_least_fp32, draw
-from genzoo.models.adversarial.losses import (
-    D_WINS_FAKE,
-    D_WINS_REAL,
-    GENERATOR_LOSSES,
-    MIN_DIVERSITY,
-    add_instance_noise,
-    annealed_std,
-    discriminator_loss,
-    frozen_call,
-    generator_loss,
-    r1_penalty,
-    sample_diversity,
-)
-from genzoo.models.base import (
-    GenerativeModel,
-    LogLikelihood,
-    ModelConfig,
-    Phase,
-    check_choice,
-    check_positive,
-)
+from genzoo.models.adversarial.losses import add_instance_noise, annealed_std, D_WINS_FAKE, D_WINS_REAL, discriminator_loss, frozen_call, generator_loss, GENERATOR_LOSSES, MIN_DIVERSITY, r1_penalty, sample_diversity
+from genzoo.models.base import check_choice, check_positive, GenerativeModel, LogLikelihood, ModelConfig, Phase
 from genzoo.nn.mode import eval_mode
 from genzoo.nn.players import MLPDiscriminator, MLPGenerator, spectral_normalize
 
@@ -104,6 +87,7 @@ class GAN(GenerativeModel):
     description = ("GAN (Goodfellow et al. 2014): MLP players, minimax or non-saturating loss, k D steps; "
                    "optional instance noise, R1, spectral norm")
     Config = MLPGANConfig
+    capabilities = frozenset({"decode"})  # decode(z): codes of the prior to images
     # Radford et al. 2016 (DCGAN), section 4: Adam with lr 2e-4 and beta1 0.5; minibatches of 64
     # here (the paper's 128 halves the number of updates per epoch on a CPU).
     training_defaults: ClassVar[dict] = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 64}
@@ -116,31 +100,40 @@ class GAN(GenerativeModel):
             spectral_normalize(self.discriminator)
 
     def networks(self, config: MLPGANConfig, info: DataInfo) -> tuple[nn.Module, nn.Module]:
-        """(generator z -> images in [-1, 1], discriminator images -> logits (B,))."""
-        return (MLPGenerator(config.latent_dim, info.shape, config.hidden_dim, config.num_hidden_layers),
+        """(generator z -> images in [-1, 1] or real vectors, discriminator -> logits (B,))."""
+        return (MLPGenerator(config.latent_dim, info.shape, config.hidden_dim, config.num_hidden_layers,
+                             tanh=info.kind == "image"),
                 MLPDiscriminator(info.shape, config.hidden_dim, config.num_hidden_layers))
 
     @property
     def input_kind(self) -> str:
-        return "discrete"
+        return "continuous" if self.info.value_type == "continuous" else "discrete"
+
+    def to_players(self, x: Tensor) -> Tensor:
+        """Data -> the players' range: images [0, 1] -> [-1, 1] (the tanh's), vectors unchanged."""
+        return scale_to_symmetric(x) if self.info.kind == "image" else x
+
+    def from_players(self, x: Tensor) -> Tensor:
+        """The players' range -> data: the inverse of ``to_players``."""
+        return scale_from_symmetric(x) if self.info.kind == "image" else x
 
     # --- the players ---------------------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I): (n, latent_dim); the global RNG unless a generator is given."""
         return draw(torch.randn, (n, self.latent_dim), generator, self.device, self.dtype)
 
-    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """G(z [, y]): (n, C, H, W) in [-1, 1]."""
+    def g(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """G(z [, y]): (n, *shape) in the players' range ([-1, 1] for images)."""
         return self.generator(z) if y is None else self.generator(z, y)
 
     def discriminate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Logits of D(x [, y]) for x in [-1, 1]: (B,)."""
+        """Logits of D(x [, y]) for x in the players' range: (B,)."""
         return self.discriminator(x) if y is None else self.discriminator(x, y)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """The generator as a map from codes z (n, latent_dim) to images (n, C, H, W) in [0, 1]."""
+        """The generator as a map from codes z (n, latent_dim) to data (n, *shape): images in [0, 1]."""
         y = self.check_labels(y, z.shape[0])
-        return (self.generate(z, y) + 1) / 2
+        return self.from_players(self.g(z, y))
 
     def phases(self) -> list[Phase]:
         """Algorithm 1: k (``d_steps``) discriminator updates, then one generator update."""
@@ -155,15 +148,15 @@ class GAN(GenerativeModel):
         y = self.check_labels(y, x.shape[0])
         std = annealed_std(self.config.instance_noise, step, self.config.instance_noise_anneal_steps)
         if phase == "discriminator":
-            return self.discriminator_terms(2 * x.to(self.dtype) - 1, y, std)  # [0, 1] -> [-1, 1], G's range
+            return self.discriminator_terms(self.to_players(x.to(self.dtype)), y, std)  # into G's range
         if phase == "generator":
             return self.generator_terms(x.shape[0], y, std)
         raise ValueError(f"{self.name} has two players: pass phase='discriminator' or phase='generator', not {phase!r}")
 
     def discriminator_terms(self, real: Tensor, y: Tensor | None, std: float) -> dict[str, Tensor]:
-        """D's update on real images (B, C, H, W) in [-1, 1] and as many samples."""
+        """D's update on real data (B, *shape) in the players' range and as many samples."""
         with torch.no_grad():  # this update does not train G
-            fake = self.generate(self.noise(real.shape[0]), y)
+            fake = self.g(self.noise(real.shape[0]), y)
         # 1. instance noise on both inputs of D (std 0: off, and at evaluation)
         real_in, fake_in = add_instance_noise(real, std), add_instance_noise(fake, std)
         # 2. the game's objective (D's real and fake batches go through D separately, so that
@@ -186,7 +179,7 @@ class GAN(GenerativeModel):
 
     def generator_terms(self, n: int, y: Tensor | None, std: float) -> dict[str, Tensor]:
         """G's update on n samples: through D (with the same instance noise), not into D's weights."""
-        fake_in = add_instance_noise(self.generate(self.noise(n), y), std)
+        fake_in = add_instance_noise(self.g(self.noise(n), y), std)
         fake_logits = frozen_call(self.discriminator, *((fake_in,) if y is None else (fake_in, y)))
         return self.generator_objective(at_least_fp32(fake_logits))
 
@@ -216,7 +209,7 @@ class GAN(GenerativeModel):
     # --- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """G(z) for z ~ N(0, I): (n, C, H, W) in [0, 1], with batch norm in eval mode."""
+        """G(z) for z ~ N(0, I): (n, *shape) (images in [0, 1]), with batch norm in eval mode."""
         labels = self.check_labels(labels, n)
         z = self.noise(n, generator)
         with eval_mode(self.generator):

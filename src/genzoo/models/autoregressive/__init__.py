@@ -1,1 +1,8 @@
-"""The autoregressive family."""
+"""Autoregressive models: exact likelihood by the chain rule, one network pass per image."""
+
+from genzoo.models.autoregressive.made import MADE
+from genzoo.models.autoregressive.nade import NADE
+from genzoo.models.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN
+from genzoo.models.autoregressive.pixelrnn import PixelRNN
+
+MODELS = [NADE, MADE, PixelCNN, GatedPixelCNN, PixelRNN]

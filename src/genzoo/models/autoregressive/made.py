@@ -31,6 +31,9 @@ Deviations from the paper:
   instead of being redrawn at every update.
 - L-level pixels (17-level digits, 8-bit MNIST) get an L-way softmax per dimension: the output layer
   has D*L units whose mask repeats the dimension's row L times; the input is the pixel's value.
+- Real-valued vectors (the 2-D arena) get a mixture of M Gaussians per dimension, the conditionals
+  of RNADE (Uria, Murray & Larochelle 2013): 3M output units per dimension (M logits, M means,
+  M log-scales), masked like the softmax's; the input is the value itself.
 - A class-conditional MADE adds a learned per-class bias to every hidden layer and to the output
   layer (unmasked: the label is known before the first dimension).
 - The hidden units are ReLUs.
@@ -53,15 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.base import (
-    AutoregressiveConfig,
-    AutoregressiveModel,
-    Stepper,
-    label_bias,
-    observed_mask,
-    observed_precede_hidden,
-    raster_order,
-)
+from genzoo.models.autoregressive.base import AutoregressiveConfig, AutoregressiveModel, CACHED, label_bias, NAIVE, observed_mask, observed_precede_hidden, raster_order, Stepper
 from genzoo.models.base import LogLikelihood, ModelConfig
 from genzoo.nn.masked import MaskedLinear
 from genzoo.nn.mode import eval_mode
@@ -172,8 +167,8 @@ class MADE(AutoregressiveModel):
     description = ("MADE (Germain et al. 2015): masked autoencoder, K order/connectivity-agnostic mask sets, "
                    "exact mixture likelihood")
     Config = MADEConfig
-    supported_likelihoods: ClassVar[tuple[str, ...]] = ("bernoulli", "categorical")
-    samplers: ClassVar[tuple[str, ...]] = ("cached", "naive")
+    supported_likelihoods: ClassVar[tuple[str, ...]] = ("bernoulli", "categorical", "gaussian_mixture")
+    samplers = (CACHED, NAIVE)
 
     def __init__(self, config: MADEConfig, info: DataInfo):
         super().__init__(config, info)

@@ -7,7 +7,8 @@ shared across all the conditionals (equations 5-7 of the paper):
 
     a_i = c + W[:, <i] x_<i                 (H,)   the hidden pre-activation sees the i earlier values
     h_i = sigmoid(a_i)                      (H,)
-    p(x_i | x_<i) from  b_i + V_i h_i       (P,)   one logit (Bernoulli) or K logits (categorical)
+    p(x_i | x_<i) from  b_i + V_i h_i       (P,)   one logit (Bernoulli), K logits (categorical)
+                                                   or 3M mixture parameters (gaussian_mixture)
 
 Because a_{i+1} = a_i + W[:, i] x_i, every a_i follows from one cumulative sum over the ordered
 dimensions, and all D conditionals cost O(DH) (section 3 of the paper) instead of O(D^2 H).
@@ -21,7 +22,10 @@ pass for every dimension. They give the same images from the same generator.
 
 Deviations from the paper: K-level pixels (17-level digits, 8-bit MNIST) get a K-way softmax
 per dimension (V: (D, K, H), b: (D, K)), with the pixel's value x in [0, 1] as the network's
-input; the paper models binary data only (Bernoulli, K = 1). A class-conditional NADE adds a
+input; the paper models binary data only (Bernoulli, K = 1). Real-valued data (vectors) get a
+mixture of M Gaussians per dimension (M logits, M means, M log-scales from b_i + V_i h_i): RNADE
+(Uria, Murray & Larochelle, "RNADE: The real-valued neural autoregressive density-estimator",
+NeurIPS 2013), without its per-dimension rescaling of a_i. A class-conditional NADE adds a
 learned per-class bias to every a_i. The order is either raster or one fixed random permutation
 (seeded), kept in the checkpoint as a buffer.
 """
@@ -37,13 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.base import (
-    AutoregressiveConfig,
-    AutoregressiveModel,
-    Stepper,
-    label_bias,
-)
-from genzoo.models.base import ModelConfig, check_choice, check_positive
+from genzoo.models.autoregressive.base import AutoregressiveConfig, AutoregressiveModel, CACHED, label_bias, NAIVE, Stepper
+from genzoo.models.base import check_choice, check_positive, ModelConfig
 
 ORDERINGS = ("raster", "random")
 
@@ -94,8 +93,8 @@ class NADE(AutoregressiveModel):
     name = "nade"
     description = "NADE (Larochelle & Murray 2011): weight-shared autoregressive MLP, O(DH) per image"
     Config = NADEConfig
-    supported_likelihoods: ClassVar[tuple[str, ...]] = ("bernoulli", "categorical")
-    samplers: ClassVar[tuple[str, ...]] = ("cached", "naive")
+    supported_likelihoods: ClassVar[tuple[str, ...]] = ("bernoulli", "categorical", "gaussian_mixture")
+    samplers = (CACHED, NAIVE)
     # Small minibatches: a step costs about the same per example at any batch size on a CPU, so
     # 20 gives 5x the updates of 100 for the same time (binarized MNIST, one epoch, H=500:
     # test NLL 102.7 nats with batches of 20, 121.7 with 100, in 3.5 and 5.4 minutes).

@@ -55,14 +55,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.base import (
-    AR_LIKELIHOODS,
-    AutoregressiveConfig,
-    PixelModel,
-    PixelOutputHead,
-    label_bias,
-)
-from genzoo.models.base import ModelConfig, check_positive
+from genzoo.models.autoregressive.base import AR_LIKELIHOODS, AutoregressiveConfig, label_bias, PixelModel, PixelOutputHead
+from genzoo.models.base import check_images, check_positive, ModelConfig
 from genzoo.nn.masked import MaskedConv2d
 
 
@@ -92,6 +86,7 @@ class PixelCNNConfig(AutoregressiveConfig, ModelConfig):
     output_channels: int = 64  # channels of the 1x1 layer before the output head
 
     def validate(self, info: DataInfo) -> None:
+        check_images(info, "pixelcnn", "made or nade")
         self.validate_likelihood(info, "pixelcnn", AR_LIKELIHOODS)
         check_positive(self, "channels", "output_channels")
         check_positive(self, "num_blocks", allow_zero=True)
@@ -202,6 +197,7 @@ class GatedPixelCNNConfig(AutoregressiveConfig, ModelConfig):
     output_channels: int = 64  # channels of the 1x1 layer before the output head
 
     def validate(self, info: DataInfo) -> None:
+        check_images(info, "gated-pixelcnn", "made or nade")
         self.validate_likelihood(info, "gated-pixelcnn", AR_LIKELIHOODS)
         check_positive(self, "channels", "num_layers", "output_channels")
         check_odd_kernel(self, "first_kernel_size", "kernel_size")

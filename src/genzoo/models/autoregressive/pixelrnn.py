@@ -71,14 +71,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.base import (
-    AR_LIKELIHOODS,
-    AutoregressiveConfig,
-    PixelModel,
-    PixelOutputHead,
-    label_bias,
-)
-from genzoo.models.base import ModelConfig, check_choice, check_positive
+from genzoo.models.autoregressive.base import AR_LIKELIHOODS, AutoregressiveConfig, label_bias, PixelModel, PixelOutputHead
+from genzoo.models.base import check_choice, check_images, check_positive, ModelConfig
 from genzoo.nn.masked import MaskedConv2d
 
 LAYERS = ("row_lstm", "diagonal_bilstm")
@@ -93,6 +87,7 @@ class PixelRNNConfig(AutoregressiveConfig, ModelConfig):
     output_channels: int = 32  # F: channels of the ReLU + 1x1 layer before the output head (paper, MNIST: 32)
 
     def validate(self, info: DataInfo) -> None:
+        check_images(info, "pixelrnn", "made or nade")
         self.validate_likelihood(info, "pixelrnn", AR_LIKELIHOODS)
         check_choice(self, "layer", LAYERS)
         check_positive(self, "num_layers", "hidden_channels", "output_channels")

@@ -31,7 +31,7 @@ Options (config):
 
 Deviations: Adam for every phase (the paper: SGD with momentum), with betas (0.5, 0.999) by
 default and the regularisation phases at their own, lower learning rate (``adversarial_lr``);
-the reconstruction error is the VAE's pixel likelihood -log p(x | z) in nats.
+the reconstruction error is the VAE's likelihood -log p(x | z) in nats.
 
 The model defines no tractable likelihood: ``log_likelihood`` says so.
 """
@@ -48,15 +48,9 @@ from torch import Tensor
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import reparameterize
 from genzoo.distributions.numerics import draw
-from genzoo.models.adversarial.losses import (
-    D_WINS_FAKE,
-    D_WINS_REAL,
-    discriminator_loss,
-    frozen_call,
-    generator_loss,
-)
-from genzoo.models.base import LogLikelihood, Phase, check_choice, check_positive
-from genzoo.models.latent.vae import PixelLikelihoodConfig, PixelLikelihoodModel
+from genzoo.models.adversarial.losses import D_WINS_FAKE, D_WINS_REAL, discriminator_loss, frozen_call, generator_loss
+from genzoo.models.base import check_choice, check_positive, LogLikelihood, Phase
+from genzoo.models.latent.vae import DecoderLikelihoodConfig, DecoderLikelihoodModel
 from genzoo.nn.mlp import mlp
 
 ENCODERS = ("deterministic", "gaussian")
@@ -65,7 +59,7 @@ PHASES = ("autoencoder", "discriminator", "encoder")
 
 
 @dataclass
-class AAEConfig(PixelLikelihoodConfig):
+class AAEConfig(DecoderLikelihoodConfig):
     encoder: str = "deterministic"  # "deterministic": z = f(x) | "gaussian": z ~ N(mu(x), diag sigma^2(x))
     prior: str = "gaussian"  # "gaussian": N(0, I) | "mixture": equally weighted Gaussians on a circle
     mixture_components: int = 10  # components K of the mixture prior
@@ -96,11 +90,12 @@ class AAEConfig(PixelLikelihoodConfig):
                                  f"{info.num_classes} classes of {info.name!r} when label_conditioned=True")
 
 
-class AdversarialAutoencoder(PixelLikelihoodModel):
+class AdversarialAutoencoder(DecoderLikelihoodModel):
     name = "aae"
     description = ("Adversarial autoencoder (Makhzani et al. 2016): a discriminator on z matches the codes "
                    "to a Gaussian or mixture prior")
     Config = AAEConfig
+    capabilities = frozenset({"encode"})
     training_defaults = {"betas": (0.5, 0.999)}  # the usual Adam betas of adversarial training (Radford et al.)
 
     def __init__(self, config: AAEConfig, info: DataInfo):
@@ -216,6 +211,7 @@ class AdversarialAutoencoder(PixelLikelihoodModel):
     # --- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Images (n, C, H, W): the mean of p(x | z) for z ~ p(z) (the label's component if conditioned)."""
+        """(n, *shape) from z ~ p(z) (the label's component if conditioned): the mean of p(x | z) for
+        images, a draw for vectors (``sample_given_z``)."""
         labels = self.check_labels(labels, n)
-        return self.decode(self.prior_sample(n, labels, generator))
+        return self.sample_given_z(self.prior_sample(n, labels, generator), generator=generator)

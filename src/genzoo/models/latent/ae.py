@@ -1,7 +1,8 @@
 """Deterministic autoencoder.
 
 An encoder maps x to a code z = f(x), a decoder maps it back, and training minimises the
-reconstruction error (binary cross-entropy or squared error, summed over pixels). Nothing makes
+reconstruction error (binary cross-entropy or squared error, summed over the pixels; squared
+error for real vectors, whose decoder output is not squashed into [0, 1]). Nothing makes
 the codes of the training data fill any particular region, so decoding a random code z ~ N(0, I)
 rarely gives a digit: the limitation the course notes use to motivate the VAE. ``latent_sampler``
 shows both sides: "prior" samples N(0, I) codes; "gmm" fits a Gaussian mixture to the training
@@ -21,15 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genzoo.data.core import DataInfo
-from genzoo.distributions.likelihoods import sum_pixels
+from genzoo.distributions.likelihoods import sum_data_dims
 from genzoo.distributions.numerics import draw
-from genzoo.models.base import (
-    GenerativeModel,
-    ModelConfig,
-    check_choice,
-    check_positive,
-)
-from genzoo.nn.image import ImageDecoder, ImageEncoder, check_architecture
+from genzoo.models.base import check_choice, check_positive, GenerativeModel, ModelConfig
+from genzoo.nn.image import check_architecture, ImageDecoder, ImageEncoder
 
 
 @dataclass
@@ -57,21 +53,30 @@ class AutoencoderConfig(ModelConfig):
 
 @dataclass
 class AEConfig(AutoencoderConfig):
-    reconstruction: str = "bce"  # "bce" (cross-entropy against [0, 1] pixels) | "mse"
+    reconstruction: str = "auto"  # "auto" (bce for pixels, mse for real values) | "bce" (cross-entropy against [0, 1] pixels) | "mse"
     latent_sampler: str = "gmm"  # "prior": z ~ N(0, I) | "gmm": mixture fitted to the training codes
     gmm_components: int = 10  # components of the latent mixture
 
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
-        check_choice(self, "reconstruction", ("bce", "mse"))
+        check_choice(self, "reconstruction", ("auto", "bce", "mse"))
         check_choice(self, "latent_sampler", ("prior", "gmm"))
         check_positive(self, "gmm_components")
+        if self.reconstruction == "bce" and info.value_type == "continuous":
+            raise ValueError(f"AEConfig.reconstruction='bce' is a cross-entropy against pixels in [0, 1]; "
+                             f"{info.name} holds real values: use mse (or auto)")
+
+    def resolved_reconstruction(self, info: DataInfo) -> str:
+        if self.reconstruction != "auto":
+            return self.reconstruction
+        return "mse" if info.value_type == "continuous" else "bce"
 
 
 class AutoEncoder(GenerativeModel):
     name = "ae"
     description = "Deterministic autoencoder (BCE or MSE); samples from N(0, I) or a mixture fitted to its codes"
     Config = AEConfig
+    capabilities = frozenset({"encode", "fit_after_training"})
 
     def __init__(self, config: AEConfig, info: DataInfo):
         super().__init__(config, info)
@@ -84,21 +89,26 @@ class AutoEncoder(GenerativeModel):
 
     @property
     def input_kind(self) -> str:
-        return "binary" if self.info.value_type == "binary" else "discrete"
+        return self.info.value_type  # binary or K-level pixels as they are, real values as they are
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         self.check_input(x)
         return self.encoder(x)  # (B, d)
 
+    def output(self, logits: Tensor) -> Tensor:
+        """The decoder's output as data: a sigmoid into [0, 1] for pixels, the identity for real values."""
+        return logits if self.info.value_type == "continuous" else torch.sigmoid(logits)
+
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return torch.sigmoid(self.decoder(z))  # (B, C, H, W) in [0, 1]
+        return self.output(self.decoder(z))  # (B, *shape)
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
-        logits = self.decoder(self.encode(x))
-        if self.config.reconstruction == "bce":
-            recon = sum_pixels(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
+        logits = self.decoder(self.encode(x))  # (B, *shape)
+        if self.config.resolved_reconstruction(self.info) == "bce":
+            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
         else:
-            recon = sum_pixels((torch.sigmoid(logits) - x) ** 2)
+            recon = (self.output(logits) - x) ** 2
+        recon = sum_data_dims(recon, self.info.shape)  # (B,)
         return {"loss": recon, "recon": recon}
 
     @torch.no_grad()
@@ -116,7 +126,7 @@ class AutoEncoder(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Decoded codes (n, C, H, W), the codes drawn from N(0, I) or from the fitted mixture."""
+        """Decoded codes (n, *shape), the codes drawn from N(0, I) or from the fitted mixture."""
         eps = draw(torch.randn, (n, self.config.latent_dim), generator, self.device, self.dtype)
         if self.config.latent_sampler == "prior":
             return self.decode(eps)

@@ -46,15 +46,15 @@ from torch import Tensor
 from genzoo.data.core import DataInfo
 from genzoo.distributions.numerics import draw
 from genzoo.models.adversarial.losses import discriminator_loss, frozen_call
-from genzoo.models.base import LogLikelihood, Phase, check_positive
-from genzoo.models.latent.vae import PixelLikelihoodConfig, PixelLikelihoodModel
+from genzoo.models.base import check_positive, LogLikelihood, Phase
+from genzoo.models.latent.vae import DecoderLikelihoodConfig, DecoderLikelihoodModel
 from genzoo.nn.image import ImageEncoder
 
 PHASES = ("discriminator", "model")
 
 
 @dataclass
-class AVBConfig(PixelLikelihoodConfig):
+class AVBConfig(DecoderLikelihoodConfig):
     noise_dim: int = 16  # dimensions of the noise eps ~ N(0, I) fed to the encoder z = f(x, eps)
     disc_hidden_dim: int = 512  # width of the hidden layers of the discriminator T(x, z)
 
@@ -63,11 +63,13 @@ class AVBConfig(PixelLikelihoodConfig):
         check_positive(self, "noise_dim", "disc_hidden_dim")
 
 
-class AVB(PixelLikelihoodModel):
+class AVB(DecoderLikelihoodModel):
     name = "avb"
     description = ("Adversarial variational Bayes (Mescheder et al. 2017): implicit encoder f(x, eps), "
                    "discriminator T(x, z) estimates the KL term")
     Config = AVBConfig
+    capabilities = frozenset({"encode"})
+    estimators = ("discriminator",)  # the ELBO with T(x, z) for its KL term: an estimate, not a bound
 
     def __init__(self, config: AVBConfig, info: DataInfo):
         super().__init__(config, info)
@@ -140,10 +142,14 @@ class AVB(PixelLikelihoodModel):
 
     def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
                        generator: torch.Generator | None = None) -> LogLikelihood:
-        self.check_input(x)
-        return LogLikelihood(None, "unavailable",
-                             "AVB's encoder density is implicit: its ELBO estimate (elbo_estimate) uses the "
-                             "discriminator's estimate of the KL term, which is not a bound on log p(x)")
+        """The ELBO estimate log p(x | z) - T(x, z) (``elbo_estimate``): kind "estimate", not a bound.
+
+        AVB's encoder density is implicit, so the ELBO's KL term is the discriminator's estimate,
+        exact only at the optimal discriminator; the number can lie above log p(x).
+        """
+        return LogLikelihood(self.elbo_estimate(x, y, generator), "estimate",
+                             "-log p(x|z) + T(x, z): the discriminator's estimate of the KL term in the ELBO; "
+                             "exact only at the optimal discriminator, not a bound")
 
     def training_warnings(self, row: dict[str, float]) -> list[str]:
         kl = row.get("T")
@@ -155,5 +161,5 @@ class AVB(PixelLikelihoodModel):
     # --- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Images (n, C, H, W): the mean of p(x | z) for z ~ N(0, I)."""
-        return self.decode(self.prior_sample(n, generator))
+        """(n, *shape) from z ~ N(0, I): the mean of p(x | z) for images, a draw for vectors (``sample_given_z``)."""
+        return self.sample_given_z(self.prior_sample(n, generator), generator=generator)

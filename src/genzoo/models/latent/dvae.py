@@ -54,6 +54,7 @@ class DVAE(VAE):
     name = "dvae"
     description = "Denoising VAE (Im et al. 2017): encode a corrupted input, reconstruct the clean one"
     Config = DVAEConfig
+    capabilities = VAE.capabilities | {"corrupt"}
 
     @property
     def corruption(self) -> str:

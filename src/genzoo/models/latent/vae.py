@@ -21,6 +21,10 @@ has no closed form, so the ELBO uses the one-sample estimate log q(z|x) - log p(
 Evaluation reports the ELBO and the importance-weighted bound of Burda et al. 2016 with K
 samples, which approaches log p(x) as K grows.
 
+Data: images (MLP or convolutional networks) with a Bernoulli, dequantised-Gaussian or
+discretised-logistic p(x | z), or real vectors (MLP networks) with an unbounded Gaussian
+p(x | z) = N(mu(z), diag sigma^2(z)), the log-scale floored (``likelihoods.UNBOUNDED_MIN_LOG_SCALE``).
+
 This class holds the machinery shared by the whole family (``cvae``, ``dvae``, ``iwae`` are small
 subclasses that change the conditioning, the encoder input, or the objective).
 """
@@ -37,43 +41,44 @@ from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import gaussian_kl, gaussian_log_prob, reparameterize
-from genzoo.distributions.likelihoods import (
-    PIXEL_LIKELIHOODS,
-    default_likelihood,
-    pixel_likelihood,
-)
+from genzoo.distributions.likelihoods import build_likelihood, params_to_last, sum_data_dims
 from genzoo.distributions.mixture import gaussian_mixture_log_prob
 from genzoo.distributions.numerics import draw
-from genzoo.models.base import (
-    GenerativeModel,
-    LogLikelihood,
-    check_choice,
-    check_positive,
-)
+from genzoo.models.base import check_choice, check_positive, EvalDefaults, GenerativeModel, LogLikelihood
 from genzoo.models.latent.ae import AutoencoderConfig
 
 EVAL_SAMPLES_PER_CHUNK = 100  # importance samples decoded at once when estimating log p(x)
 
+# The likelihoods p(x | z) a decoder gives (``genzoo.distributions.likelihoods``), and the one
+# likelihood="auto" picks for each value type. Real-valued data (the 2-D arena's vectors) get the
+# unbounded Gaussian, whose mean is the decoder's output itself: "gaussian"'s sigmoid mean is for
+# pixels dequantised into [0, 1], and would put the arena's points (|x| up to ~4) out of reach.
+DECODER_LIKELIHOODS = ("bernoulli", "gaussian", "unbounded_gaussian", "discretized_logistic")
+AUTO_LIKELIHOOD = {"binary": "bernoulli", "discrete": "discretized_logistic", "continuous": "unbounded_gaussian"}
+
 
 @dataclass
-class PixelLikelihoodConfig(AutoencoderConfig):
-    """The autoencoder networks plus the pixel likelihood p(x | z) of the decoder (VAE, AAE, AVB)."""
+class DecoderLikelihoodConfig(AutoencoderConfig):
+    """The autoencoder networks plus the likelihood p(x | z) of the decoder (VAE, AAE, AVB)."""
 
-    likelihood: str = "auto"  # "auto" (matches the data) | "bernoulli" | "gaussian" | "discretized_logistic"
+    likelihood: str = "auto"  # "auto" (bernoulli for binary data, discretized_logistic for levels, unbounded_gaussian for real values) | "bernoulli" | "gaussian" (dequantised pixels) | "unbounded_gaussian" | "discretized_logistic"
 
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
-        check_choice(self, "likelihood", ("auto", *PIXEL_LIKELIHOODS))
+        check_choice(self, "likelihood", ("auto", *DECODER_LIKELIHOODS))
+        name = type(self).__name__
         if self.likelihood == "discretized_logistic" and info.value_type == "continuous":
-            raise ValueError(f"{type(self).__name__}.likelihood='discretized_logistic' needs discrete data; "
-                             f"{info.name} is continuous")
+            raise ValueError(f"{name}.likelihood='discretized_logistic' needs discrete data; {info.name} is continuous")
+        if self.likelihood == "gaussian" and info.value_type == "continuous":
+            raise ValueError(f"{name}.likelihood='gaussian' has a sigmoid mean, for pixels dequantised into [0, 1]; "
+                             f"{info.name} holds real values: use unbounded_gaussian (or auto)")
 
     def resolved_likelihood(self, info: DataInfo) -> str:
-        return default_likelihood(info.value_type) if self.likelihood == "auto" else self.likelihood
+        return AUTO_LIKELIHOOD[info.value_type] if self.likelihood == "auto" else self.likelihood
 
 
 @dataclass
-class VAEConfig(PixelLikelihoodConfig):
+class VAEConfig(DecoderLikelihoodConfig):
     beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
     kl_warmup_steps: int = 0  # linear warm-up of the KL weight from 0 to beta
     prior: str = "standard"  # "standard": N(0, I) | "vamp": mixture of the posteriors of learned pseudo-inputs
@@ -89,33 +94,64 @@ class VAEConfig(PixelLikelihoodConfig):
         check_positive(self, "pseudo_inputs")
 
 
-class PixelLikelihoodModel(GenerativeModel):
-    """A model whose decoder gives the parameters of a pixel likelihood p(x | z) (VAE, AAE, AVB).
+class DecoderLikelihoodModel(GenerativeModel):
+    """A model whose decoder gives the parameters of a factorised likelihood p(x | z) (VAE, AAE, AVB).
 
-    Subclasses build ``self.decoder``: codes (B, d) -> parameters (B, P*C, H, W).
+    Subclasses build ``self.decoder``: codes (B, d) -> parameters (B, P*C, H, W) for images, (B, P*D)
+    for vectors (P blocks of the data's channels: the layout ``params_to_last`` reads).
     """
 
-    def __init__(self, config: PixelLikelihoodConfig, info: DataInfo):
+    def __init__(self, config: DecoderLikelihoodConfig, info: DataInfo):
         super().__init__(config, info)
-        self.likelihood = pixel_likelihood(config.resolved_likelihood(info), info.num_levels)
+        self.likelihood = build_likelihood(config.resolved_likelihood(info), info.num_levels)
 
     @property
     def input_kind(self) -> str:
         return self.likelihood.input_kind
 
-    def log_px_given_z(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x | z): x (B, C, H, W), z (B, d) -> (B,)."""
-        return self.likelihood.log_prob(x, self.decoder(z))
+    def log_px_given_params(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x | params) = sum_i log p(x_i | params_i): x (B, *shape), the decoder's output (..., B, P*C, H, W)
+        or (..., B, P*D) -> (..., B); x broadcasts over the leading dimensions."""
+        per_dim = self.likelihood.log_prob(x, params_to_last(params, self.info.shape))  # (..., B, *shape)
+        return sum_data_dims(per_dim, self.info.shape)
+
+    def mean_given_params(self, params: Tensor) -> Tensor:
+        """The mean of p(x | params) (the location for discretized_logistic): (..., B, *shape)."""
+        return self.likelihood.mean(params_to_last(params, self.info.shape))
+
+    def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Parameters of p(x | z): z (B, d) -> (B, P*C, H, W) or (B, P*D). The label is unused."""
+        return self.decoder(z)
+
+    def log_px_given_z(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(x | z [, y]): x (B, *shape), z (B, d) -> (B,); the VAE's ``decoder_params`` also takes
+        leading sample dimensions, z (..., B, d) -> (..., B), over which x broadcasts."""
+        return self.log_px_given_params(x, self.decoder_params(z, y))
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """The mean of p(x | z) in [0, 1]: (B, C, H, W). The label is unused."""
-        return self.likelihood.mean(self.decoder(z))
+        """The mean of p(x | z [, y]): (B, *shape), in [0, 1] for images."""
+        return self.mean_given_params(self.decoder_params(z, y))
+
+    def sample_given_z(self, z: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """What ``sample`` returns for codes z (n, d): for images the mean of p(x | z), as VAE samples
+        are usually shown (a draw adds independent pixel noise); for vectors a draw x ~ p(x | z)
+        (noise from ``generator``), since there the samples stand for the model's density, decoder
+        noise included: (n, *shape)."""
+        if self.info.kind == "image":
+            return self.decode(z, y)
+        params = params_to_last(self.decoder_params(z, y), self.info.shape)  # (n, D, P)
+        uniform = draw(torch.rand, (*params.shape[:-1], self.likelihood.noise_per_dim), generator, params.device,
+                       params.dtype)
+        return self.likelihood.sample(params, uniform)
 
 
-class VAE(PixelLikelihoodModel):
+class VAE(DecoderLikelihoodModel):
     name = "vae"
     description = "Variational autoencoder (Kingma & Welling 2014): Gaussian encoder, ELBO, optional beta and KL warm-up"
     Config = VAEConfig
+    capabilities = frozenset({"encode", "extra_likelihood_terms"})
+    estimators = ("importance",)  # importance sampling from q(z|x): the ELBO at 1 draw, the IWAE bound at K
+    eval_defaults = EvalDefaults(draws=1000)
 
     def __init__(self, config: VAEConfig, info: DataInfo):
         super().__init__(config, info)
@@ -124,7 +160,7 @@ class VAE(PixelLikelihoodModel):
             info, encoder_out=2 * config.latent_dim, decoder_in=config.latent_dim + label_dim,
             params_per_dim=self.likelihood.params_per_dim, cond_dim=label_dim)
         if config.prior == "vamp":
-            # pre-activations of the pseudo-inputs (K, C, H, W); see pseudo_inputs()
+            # pre-activations of the pseudo-inputs (K, *shape); see pseudo_inputs()
             self.pseudo_input_logits = nn.Parameter(torch.randn(config.pseudo_inputs, *info.shape))
 
     # --- the parts of the model ---------------------------------------------------------------
@@ -142,8 +178,9 @@ class VAE(PixelLikelihoodModel):
         return zeros, zeros
 
     def pseudo_inputs(self) -> Tensor:
-        """The VampPrior's pseudo-inputs u_k (K, C, H, W), in the range of the encoder's inputs:
-        a sigmoid keeps them in [0, 1] for binary and discrete data; continuous data is unbounded."""
+        """The VampPrior's pseudo-inputs u_k (K, *shape), in the range of the encoder's inputs:
+        a sigmoid keeps them in [0, 1] for binary and discrete data; continuous data (real vectors)
+        is unbounded, and so are they."""
         if self.info.value_type == "continuous":
             return self.pseudo_input_logits
         return torch.sigmoid(self.pseudo_input_logits)
@@ -167,7 +204,7 @@ class VAE(PixelLikelihoodModel):
         return reparameterize(*self.prior(n, labels), generator=generator)
 
     def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Parameters of p(x | z [, y]): z (..., B, d) -> (..., B, P*C, H, W)."""
+        """Parameters of p(x | z [, y]): z (..., B, d) -> (..., B, P*C, H, W) or (..., B, P*D)."""
         lead = z.shape[:-1]
         z = z.reshape(-1, z.shape[-1])
         if y is not None:  # broadcast the labels over any leading sample dimension
@@ -175,18 +212,14 @@ class VAE(PixelLikelihoodModel):
         params = self.decoder(z)
         return params.reshape(*lead, *params.shape[1:])
 
-    def log_px_given_z(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """log p(x | z [, y]): x (B, C, H, W), z (..., B, d) -> (..., B)."""
-        return self.likelihood.log_prob(x, self.decoder_params(z, y))  # x broadcasts over the leading dims
-
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The posterior mean of z: (B, d)."""
         self.check_input(x)
         return self.posterior(x, self.check_labels(y, x.shape[0]))[0]
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """The mean of p(x | z [, y]) in [0, 1]: (B, C, H, W)."""
-        return self.likelihood.mean(self.decoder_params(z, self.check_labels(y, z.shape[0])))
+        """The mean of p(x | z [, y]): (B, *shape), in [0, 1] for images."""
+        return self.mean_given_params(self.decoder_params(z, self.check_labels(y, z.shape[0])))
 
     # --- objective -----------------------------------------------------------------------------
     def elbo_terms(self, x: Tensor, y: Tensor | None = None, encoder_input: Tensor | None = None,
@@ -239,17 +272,30 @@ class VAE(PixelLikelihoodModel):
             elbo = -(terms["recon"] + terms["kl"])
             kl = "KL estimated at that sample" if self.config.prior == "vamp" else "closed-form KL"
             return LogLikelihood(elbo, "lower_bound", f"ELBO: one sample of z, {kl}")
-        # log (1/K) sum_k w_k, accumulating sum_k w_k over chunks of importance samples
-        chunk_sums = [
-            torch.logsumexp(self.log_weights(x, y, min(EVAL_SAMPLES_PER_CHUNK, num_samples - start), generator), 0)
-            for start in range(0, num_samples, EVAL_SAMPLES_PER_CHUNK)
-        ]
-        bound = torch.logsumexp(torch.stack(chunk_sums), 0) - math.log(num_samples)
-        return LogLikelihood(bound, "lower_bound", f"importance-weighted bound, {num_samples} samples from q(z|x)")
+        # log (1/K) sum_k w_k, accumulating sum_k w_k and sum_k w_k^2 over chunks of importance samples
+        sums, square_sums = [], []
+        for start in range(0, num_samples, EVAL_SAMPLES_PER_CHUNK):
+            log_w = self.log_weights(x, y, min(EVAL_SAMPLES_PER_CHUNK, num_samples - start), generator)  # (k, B)
+            sums.append(torch.logsumexp(log_w, 0))
+            square_sums.append(torch.logsumexp(2 * log_w, 0))
+        log_sum = torch.logsumexp(torch.stack(sums), 0)  # (B,)
+        bound = log_sum - math.log(num_samples)
+        # The estimator's variance by the delta method: Var[log mean w] ~ Var[w] / (K mean(w)^2)
+        # = (K sum w^2 / (sum w)^2 - 1) / (K - 1), with the unbiased sample variance of the weights.
+        ratio = torch.exp(torch.logsumexp(torch.stack(square_sums), 0) - 2 * log_sum)  # sum w^2 / (sum w)^2
+        variance = (num_samples * ratio - 1).clamp_min(0) / (num_samples - 1)
+        return LogLikelihood(bound, "lower_bound", f"importance-weighted bound, {num_samples} samples from q(z|x)",
+                             variance)
+
+    def likelihood_terms(self, x: Tensor, y: Tensor | None = None,
+                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """{"elbo": (B,)}: the ELBO with one sample of z, reported beside the importance-weighted bound."""
+        return {"elbo": self.log_likelihood(x, y, 1, generator).value}
 
     # --- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Images (n, C, H, W): the mean of p(x | z) for z ~ p(z), as VAE samples are usually shown."""
+        """(n, *shape) from z ~ p(z): the mean of p(x | z) for images, a draw x ~ p(x | z) for vectors
+        (``sample_given_z``)."""
         labels = self.check_labels(labels, n)
-        return self.decode(self.sample_prior(n, labels, generator), labels)
+        return self.sample_given_z(self.sample_prior(n, labels, generator), labels, generator)
