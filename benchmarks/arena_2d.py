@@ -29,7 +29,7 @@ def run(model: str, data: str, epochs: int, out: Path) -> dict:
     run_dir = out / f"{model}-{data}"
     if not (run_dir / "metrics.json").exists():
         started = time.perf_counter()
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             code = genzoo(["train", model, "--data", data, "--epochs", str(epochs), "--lr-schedule", "cosine",
                            "--out", str(run_dir)])
         if code != 0:

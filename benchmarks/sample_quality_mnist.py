@@ -2,7 +2,7 @@
 
 Each recipe is a `genzoo train` command line with its budget; after training, `genzoo eval
 --metrics fd,kid,pr,score` compares the whole test split with as many samples, in the feature
-space of genzoo's MNIST classifier (see genzoo.feature_net). Prints a markdown table with the
+space of genzoo's MNIST classifier (see genzoo.evaluate.feature_net). Prints a markdown table with the
 training minutes on this machine next to each number.
 
     python benchmarks/sample_quality_mnist.py --recipes dcgan,vae --data-root ../shared/data/mnist

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from genzoo.checkpoint import CONFIG_FILE, MODEL_FILE, read_tensors, TRAIN_STATE_FILE
+from genzoo.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, read_tensors
 from genzoo.cli import main
 from genzoo.data import images
 from genzoo.data.registry import DATASETS, list_datasets
@@ -150,8 +150,8 @@ def test_resume_continues_to_the_new_step_budget(tmp_path, capsys):
     out = tmp_path / "r"
     assert run(capsys, "train", "vae", "--out", out, "--max-steps", "10", *SMALL, "--eval-iw-samples", "0")[0] == 0
     assert int(log_rows(out)[-1]["step"]) == 10
-    code, stdout, _ = run(capsys, "train", "vae", "--out", out, "--resume", "--max-steps", "20", "--eval-iw-samples", "0")
-    assert code == 0
+    code, stdout, err = run(capsys, "train", "vae", "--out", out, "--resume", "--max-steps", "20", "--eval-iw-samples", "0")
+    assert code == 0 and f"genzoo: resuming {out} from step 10 of 20" in err
     assert [int(row["step"]) for row in log_rows(out)] == [10, 20]
     assert read_tensors(out / TRAIN_STATE_FILE)[1]["step"] == 20
     assert json.loads((out / "metrics.json").read_text())["train_steps"] == 20
@@ -427,3 +427,21 @@ def test_the_console_script_runs_and_reports_errors_by_exit_status(tmp_path):
     failed = subprocess.run([str(script), "eval", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and failed.stdout == ""
     assert failed.stderr.startswith("genzoo: error: ") and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_an_interrupt_keeps_the_checkpoint_and_says_so_on_its_own_line(tmp_path, capsys, monkeypatch):
+    from genzoo.models.latent.vae import VAE
+
+    original, calls = VAE.loss, []
+
+    def interrupted_after_one_epoch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 10:  # one epoch of 1,257 digits at batch 128 is 9 steps: a checkpoint exists
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VAE, "loss", interrupted_after_one_epoch)
+    out = tmp_path / "interrupted"
+    code, _, err = run(capsys, "train", "vae", "--out", out, "--max-steps", "30", *SMALL)
+    assert code == 130 and (out / TRAIN_STATE_FILE).is_file()
+    assert "\ngenzoo: interrupted; the last checkpoint is kept (resume with --resume)" in err

@@ -25,7 +25,13 @@ from torch.distributions import Normal
 
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import gaussian_kl, gaussian_log_prob, reparameterize
-from genzoo.distributions.likelihoods import Bernoulli, DiscretizedLogistic, Gaussian, params_to_last, sum_data_dims
+from genzoo.distributions.likelihoods import (
+    Bernoulli,
+    DiscretizedLogistic,
+    Gaussian,
+    params_to_last,
+    sum_data_dims,
+)
 from genzoo.distributions.mixture import gaussian_mixture_log_prob
 from genzoo.distributions.numerics import log_mean_exp
 from genzoo.models.registry import build_model
@@ -583,3 +589,36 @@ def test_beta_and_kl_warmup_weight_only_the_training_loss(name):
     model = build_model(name, DIGITS, {"latent_dim": 2, "hidden_dim": 16, "beta": 0.5})
     out = model.loss(x, y, step=0)
     torch.testing.assert_close(out["loss"], out["recon"] + 0.5 * out["kl"], rtol=1e-6, atol=1e-5)
+
+
+# --- the one Gaussian mixture: its sampler against its moments and its density ------------------------
+def test_the_mixture_sampler_has_the_mixture_moments_for_diagonal_and_full_components():
+    from genzoo.distributions.mixture import (
+        gaussian_mixture_log_prob,
+        sample_gaussian_mixture,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    means = torch.tensor([[-3.0, 0.0], [0.0, 2.0], [4.0, -1.0]], dtype=torch.float64)
+    stds = torch.tensor([[0.5, 1.0], [1.0, 0.3], [0.7, 0.7]], dtype=torch.float64)
+    full = torch.diag_embed(stds)  # the same components as Cholesky factors
+    n = 200_000
+    for scales in (stds, full):
+        z = sample_gaussian_mixture(n, weights, means, scales, torch.Generator().manual_seed(1))
+        mean = (weights[:, None] * means).sum(0)
+        second = (weights[:, None, None] * (torch.diag_embed(stds**2) + means[:, :, None] * means[:, None, :])).sum(0)
+        torch.testing.assert_close(z.mean(0), mean, atol=0.02, rtol=0)
+        torch.testing.assert_close(z.T @ z / n, second, atol=0.08, rtol=0)
+    # given components, each draw comes from its own component: the same eps, shifted
+    picked = sample_gaussian_mixture(4, weights, means, stds, torch.Generator().manual_seed(2),
+                                     components=torch.tensor([2, 2, 0, 1]))
+    eps = torch.randn(4, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(picked, means[[2, 2, 0, 1]] + stds[[2, 2, 0, 1]] * eps)
+    # equal weights: the sampler's draws have the density's mean log-probability (its negative entropy)
+    equal = torch.full((3,), 1 / 3, dtype=torch.float64)
+    z = sample_gaussian_mixture(n, equal, means, stds, g)
+    log_p = gaussian_mixture_log_prob(z, means, 2 * stds.log())
+    reference = torch.logsumexp(torch.stack([torch.distributions.Normal(means[k], stds[k]).log_prob(z).sum(-1)
+                                             for k in range(3)]), 0) - math.log(3)
+    torch.testing.assert_close(log_p, reference)

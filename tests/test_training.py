@@ -311,8 +311,8 @@ def test_extra_updates_of_a_player_see_fresh_batches_and_resume_stays_exact(tmp_
 def test_a_persistent_symptom_is_reported_once_with_its_step(tmp_path, two_players, capsys):
     _, summary = train("two-players", tmp_path / "run", TINY, max_steps=12, log_every=2)
     # the message carries a changing number; it still counts as the same symptom
-    assert len(summary["warnings"]) == 1
-    assert summary["warnings"][0].startswith("step 6: the critic wins outright")
+    during = [w for w in summary["warnings"] if w.startswith("step ")]  # the rest judge the final samples
+    assert len(during) == 1 and during[0].startswith("step 6: the critic wins outright")
     assert "genzoo: warning: step 6" in capsys.readouterr().err
 
 

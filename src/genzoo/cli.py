@@ -25,8 +25,8 @@ from genzoo.evaluate import completion
 from genzoo.evaluate.likelihood import fixed_inputs, format_metrics
 from genzoo.evaluate.metrics import METRICS, parse_metrics, run_metrics
 from genzoo.models.base import SAMPLING_OPTIONS
-from genzoo.models.registry import FAMILIES, load_run, model_class, MODELS
-from genzoo.train.config import train_config, TrainConfig
+from genzoo.models.registry import FAMILIES, MODELS, load_run, model_class
+from genzoo.train.config import TrainConfig, train_config
 from genzoo.train.loop import Trainer, TrainingDiverged
 from genzoo.train.state import OutputExists
 
@@ -250,7 +250,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_inpaint(args: argparse.Namespace) -> None:
-    import torch
 
     model, config = load_run(Path(args.run_dir))
     completion.check_can_inpaint(model)  # before loading any data
@@ -264,8 +263,7 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     observed = completion.parse_mask(args.mask, *info.shape[1:], seed=args.seed)
     result = completion.inpaint(model, x[args.image_index], observed, args.n, label, args.seed, args.sampler)
     out = Path(args.out or Path(args.run_dir) / f"inpaint_{args.split}{args.image_index}_{args.mask.replace(':', '')}.png")
-    images = torch.cat([x[args.image_index][None].cpu(), result["masked"][None], result["completions"]])
-    figures.save_image_grid(images, out, nrow=len(images))
+    figures.save_inpainting(x[args.image_index].cpu(), result["masked"], result["completions"], out)
     report = {"run_dir": str(args.run_dir), "split": args.split, "image_index": args.image_index, "mask": args.mask,
               "n": args.n, "hidden_dims": result["hidden_pixels"],
               "conditional_nll_nats": result["conditional_nll_nats"], "conditional_exact": result["conditional_exact"],

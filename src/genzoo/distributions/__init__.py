@@ -8,6 +8,7 @@ from genzoo.distributions.gaussian import (
 from genzoo.distributions.mixture import (
     MIXTURE_LOG_WEIGHT_FLOOR,
     gaussian_mixture_log_prob,
+    sample_gaussian_mixture,
 )
 from genzoo.distributions.likelihoods import (
     UNBOUNDED_MIN_LOG_SCALE,
@@ -54,6 +55,7 @@ __all__ = [
     "logistic_level",
     "params_to_last",
     "reparameterize",
+    "sample_gaussian_mixture",
     "standard_normal",
     "sum_data_dims",
 ]

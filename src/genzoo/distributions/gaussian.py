@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from genzoo.distributions.numerics import draw, LOG_2PI
+from genzoo.distributions.numerics import LOG_2PI, draw
 
 
 # --- diagonal Gaussians ------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genzoo.distributions.numerics import at_least_fp32, LOG_2PI
+from genzoo.distributions.numerics import LOG_2PI, at_least_fp32
 
 # The log-scale floor of the likelihoods of real-valued, unbounded data (unbounded_gaussian,
 # gaussian_mixture): scales >= e^-5 = 0.0067. A Gaussian decoder or mixture component whose scale

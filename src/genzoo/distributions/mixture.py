@@ -1,11 +1,16 @@
-"""The one Gaussian mixture density of genzoo."""
+"""The one Gaussian mixture of genzoo: its density and its sampler.
+
+Every mixture in the package goes through these two functions: the VampPrior (the encoder's
+posteriors at K pseudo-inputs, diagonal), the AAE's prior (K isotropic components on a circle)
+and the AE's latent mixture (K full-covariance components fitted to the training codes).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from genzoo.distributions.numerics import LOG_2PI
+from genzoo.distributions.numerics import LOG_2PI, draw
 
 MIXTURE_LOG_WEIGHT_FLOOR = 60.0  # nats below the nearest component, see gaussian_mixture_log_prob
 
@@ -34,3 +39,20 @@ def gaussian_mixture_log_prob(z: Tensor, means: Tensor, logvars: Tensor) -> Tens
         return peak.squeeze(-1) + torch.log(weights.mean(-1))
 
 
+def sample_gaussian_mixture(n: int, weights: Tensor, means: Tensor, scales: Tensor,
+                            generator: torch.Generator | None = None, components: Tensor | None = None) -> Tensor:
+    """n draws (n, d) of sum_k w_k N(means_k, S_k S_k^T).
+
+    ``weights`` (K,) sum to one; ``means`` (K, d); ``scales`` either (K, d), the standard deviations
+    of diagonal components, or (K, d, d), lower Cholesky factors S_k of full covariances.
+    ``components`` (n,) picks each draw's component (a label of a conditioned prior); otherwise
+    it is drawn by the inverse CDF of the weights. Noise from ``generator``: first eps (n, d), then
+    the uniform (n,) of the components, so a draw with given components uses the same eps.
+    """
+    eps = draw(torch.randn, (n, means.shape[-1]), generator, means.device, means.dtype)  # (n, d)
+    if components is None:
+        u = draw(torch.rand, (n,), generator, means.device, means.dtype)
+        components = torch.searchsorted(weights.cumsum(0), u).clamp(max=len(weights) - 1)  # (n,)
+    if scales.dim() == 2:  # diagonal
+        return means[components] + scales[components] * eps
+    return means[components] + (scales[components] @ eps.unsqueeze(-1)).squeeze(-1)

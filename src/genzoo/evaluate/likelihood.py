@@ -155,8 +155,8 @@ def format_metrics(metrics: dict) -> str:
 
 
 def _quality_text(name: str, value: float, metrics: dict) -> str:
-    if name == "KID":  # MMD^2 of 128-d features with the cubic kernel: small numbers, shown x 10^3
-        return f"KID x 10^3 {1e3 * value:.3g} ± {1e3 * metrics['kid_std']:.2g}"
+    if name == "KID":  # the unbiased MMD^2 itself (cubic kernel, 128-d fc1 features), stored and shown unscaled
+        return f"KID {value:.4g} ± {metrics['kid_std']:.2g} (MMD^2 of fc1 features, unscaled)"
     if name == "histogram KL":
         return f"histogram KL {value:.4g} nats"
     return f"{name} {value:.4g}"

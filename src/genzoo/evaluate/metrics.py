@@ -14,7 +14,8 @@ import torch
 from genzoo.data.core import DataInfo, Split
 from genzoo.data.toy2d import TOY2D
 from genzoo.evaluate.arena import ARENA_METRICS, arena_sample_metrics
-from genzoo.evaluate.likelihood import likelihood_metrics
+from genzoo.evaluate.latent import active_units
+from genzoo.evaluate.likelihood import fixed_inputs, likelihood_metrics
 from genzoo.evaluate.sample_quality import SAMPLE_METRICS, sample_quality_metrics
 from genzoo.models.base import GenerativeModel
 from genzoo.nn.mode import eval_mode
@@ -65,6 +66,11 @@ def run_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics: l
                 sampling: dict | None = None) -> dict:
     """The requested ``metrics`` of ``model`` on ``split`` (see the module docstring for the names)."""
     results: dict = {}
+    if metrics and model.can("encode"):  # a latent diagnostic: how many dimensions the codes use
+        x, seen, _ = fixed_inputs(split, info, model.input_kind, limit)
+        units = active_units(model, x.to(model.device), seen.labels.to(model.device) if model.conditional else None)
+        results.update(active_units=units["active_units"], latent_dim=units["latent_dim"],
+                       active_units_threshold=units["threshold"], activity=units["activity"])
     if "nll" in metrics:
         results.update(likelihood_metrics(model, split, info, draws, batch_size=batch_size, seed=seed, limit=limit,
                                           progress=True, estimator=estimator))

@@ -54,7 +54,7 @@ def roughness(images: Tensor) -> Tensor:
 
 def _advice(epochs: float | None, default_epochs: int | None) -> str:
     if epochs is not None and default_epochs is not None and epochs < default_epochs:
-        return (f"it has trained {epochs:g} of the {default_epochs} epochs it is meant to: train longer "
+        return (f"it has trained {epochs:.3g} of the {default_epochs} epochs it is meant to: train longer "
                 "(leave out --epochs for that default)")
     return "train longer, or see its options (genzoo train MODEL --help)"
 

@@ -47,9 +47,16 @@ from torch import Tensor
 
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import reparameterize
+from genzoo.distributions.mixture import sample_gaussian_mixture
 from genzoo.distributions.numerics import draw
-from genzoo.models.adversarial.losses import D_WINS_FAKE, D_WINS_REAL, discriminator_loss, frozen_call, generator_loss
-from genzoo.models.base import check_choice, check_positive, LogLikelihood, Phase
+from genzoo.models.adversarial.losses import (
+    D_WINS_FAKE,
+    D_WINS_REAL,
+    discriminator_loss,
+    frozen_call,
+    generator_loss,
+)
+from genzoo.models.base import LogLikelihood, Phase, check_choice, check_positive
 from genzoo.models.latent.vae import DecoderLikelihoodConfig, DecoderLikelihoodModel
 from genzoo.nn.mlp import mlp
 
@@ -138,14 +145,12 @@ class AdversarialAutoencoder(DecoderLikelihoodModel):
     def prior_sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """z ~ p(z): (n, d). With the mixture prior, ``labels`` (n,) pick the components; without
         them each component is drawn with probability 1/K. Noise from ``generator`` if given."""
-        eps = draw(torch.randn, (n, self.config.latent_dim), generator, self.device, self.dtype)  # (n, d)
         if self.config.prior == "gaussian":
-            return eps
-        k = self.config.mixture_components
-        if labels is None:
-            u = draw(torch.rand, (n,), generator, self.device, self.dtype)
-            labels = (u * k).long().clamp(max=k - 1)  # uniform over the K components
-        return self.mixture_means()[labels] + self.config.mixture_std * eps
+            return draw(torch.randn, (n, self.config.latent_dim), generator, self.device, self.dtype)  # (n, d)
+        means = self.mixture_means()  # (K, d)
+        weights = torch.full((len(means),), 1 / len(means), device=self.device, dtype=self.dtype)
+        return sample_gaussian_mixture(n, weights, means, torch.full_like(means, self.config.mixture_std), generator,
+                                       components=labels)
 
     # --- encoder, decoder, discriminator ----------------------------------------------------------
     def q_sample(self, x: Tensor) -> Tensor:

@@ -23,9 +23,15 @@ from torch import Tensor
 
 from genzoo.data.core import DataInfo
 from genzoo.distributions.likelihoods import sum_data_dims
+from genzoo.distributions.mixture import sample_gaussian_mixture
 from genzoo.distributions.numerics import draw
-from genzoo.models.base import check_choice, check_positive, GenerativeModel, ModelConfig
-from genzoo.nn.image import check_architecture, ImageDecoder, ImageEncoder
+from genzoo.models.base import (
+    GenerativeModel,
+    ModelConfig,
+    check_choice,
+    check_positive,
+)
+from genzoo.nn.image import ImageDecoder, ImageEncoder, check_architecture
 
 
 @dataclass
@@ -127,10 +133,6 @@ class AutoEncoder(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Decoded codes (n, *shape), the codes drawn from N(0, I) or from the fitted mixture."""
-        eps = draw(torch.randn, (n, self.config.latent_dim), generator, self.device, self.dtype)
         if self.config.latent_sampler == "prior":
-            return self.decode(eps)
-        u = draw(torch.rand, (n,), generator, self.device, self.dtype)  # component by inverse CDF of the weights
-        component = torch.searchsorted(self.gmm_weights.cumsum(0), u).clamp(max=len(self.gmm_weights) - 1)
-        z = self.gmm_means[component] + (self.gmm_scale_tril[component] @ eps.unsqueeze(-1)).squeeze(-1)
-        return self.decode(z)
+            return self.decode(draw(torch.randn, (n, self.config.latent_dim), generator, self.device, self.dtype))
+        return self.decode(sample_gaussian_mixture(n, self.gmm_weights, self.gmm_means, self.gmm_scale_tril, generator))

@@ -46,7 +46,7 @@ from torch import Tensor
 from genzoo.data.core import DataInfo
 from genzoo.distributions.numerics import draw
 from genzoo.models.adversarial.losses import discriminator_loss, frozen_call
-from genzoo.models.base import check_positive, LogLikelihood, Phase
+from genzoo.models.base import LogLikelihood, Phase, check_positive
 from genzoo.models.latent.vae import DecoderLikelihoodConfig, DecoderLikelihoodModel
 from genzoo.nn.image import ImageEncoder
 

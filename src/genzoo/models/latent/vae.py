@@ -31,7 +31,6 @@ subclasses that change the conditioning, the encoder input, or the objective).
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -41,10 +40,23 @@ from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import gaussian_kl, gaussian_log_prob, reparameterize
-from genzoo.distributions.likelihoods import build_likelihood, params_to_last, sum_data_dims
-from genzoo.distributions.mixture import gaussian_mixture_log_prob
+from genzoo.distributions.likelihoods import (
+    build_likelihood,
+    params_to_last,
+    sum_data_dims,
+)
+from genzoo.distributions.mixture import (
+    gaussian_mixture_log_prob,
+    sample_gaussian_mixture,
+)
 from genzoo.distributions.numerics import draw
-from genzoo.models.base import check_choice, check_positive, EvalDefaults, GenerativeModel, LogLikelihood
+from genzoo.models.base import (
+    EvalDefaults,
+    GenerativeModel,
+    LogLikelihood,
+    check_choice,
+    check_positive,
+)
 from genzoo.models.latent.ae import AutoencoderConfig
 
 EVAL_SAMPLES_PER_CHUNK = 100  # importance samples decoded at once when estimating log p(x)
@@ -199,8 +211,8 @@ class VAE(DecoderLikelihoodModel):
         """z ~ p(z [| y]): (n, d). The VampPrior draws a pseudo-input uniformly, then z from its posterior."""
         if self.config.prior == "vamp":
             mean, logvar = self.vamp_components()  # (K, d) each
-            component = draw(functools.partial(torch.randint, len(mean)), (n,), generator, self.device, torch.long)
-            return reparameterize(mean[component], logvar[component], generator=generator)
+            weights = torch.full((len(mean),), 1 / len(mean), device=mean.device, dtype=mean.dtype)
+            return sample_gaussian_mixture(n, weights, mean, torch.exp(0.5 * logvar), generator)
         return reparameterize(*self.prior(n, labels), generator=generator)
 
     def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
