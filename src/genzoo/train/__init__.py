@@ -6,24 +6,24 @@ from genzoo.train.config import (
     train_config,
 )
 from genzoo.train.loop import (
-    TrainingDiverged,
     Trainer,
+    TrainingDiverged,
     train,
 )
-from genzoo.train.state import (
-    OutputExists,
-    prepare_output_dir,
-    write_train_state,
-    read_train_state,
+from genzoo.train.schedules import (
+    LR_SCHEDULES,
+    lr_factor,
 )
 from genzoo.train.selection import (
     SELECTION_FILE,
     Selection,
     check_scorable,
 )
-from genzoo.train.schedules import (
-    LR_SCHEDULES,
-    lr_factor,
+from genzoo.train.state import (
+    OutputExists,
+    prepare_output_dir,
+    read_train_state,
+    write_train_state,
 )
 
 __all__ = [

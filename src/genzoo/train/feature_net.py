@@ -21,7 +21,18 @@ from torch import Tensor
 
 from genzoo.data.core import epoch_shard, prepare, static_binarize
 from genzoo.data.registry import load_split
-from genzoo.evaluate.feature_net import build_network, cache_dir, DigitClassifier, EVAL_BATCH_SIZE, FEATURE_LAYER, file_name, FORMAT, recipe_for, RECIPES, save_feature_net
+from genzoo.evaluate.feature_net import (
+    EVAL_BATCH_SIZE,
+    FEATURE_LAYER,
+    FORMAT,
+    RECIPES,
+    DigitClassifier,
+    build_network,
+    cache_dir,
+    file_name,
+    recipe_for,
+    save_feature_net,
+)
 from genzoo.nn.mode import eval_mode
 from genzoo.train.schedules import lr_factor
 

@@ -35,14 +35,13 @@ from genzoo.data.registry import DATASETS, load_split
 from genzoo.evaluate.likelihood import fixed_inputs, progress_interval
 from genzoo.models.base import GenerativeModel, ModelConfig
 from genzoo.models.registry import build_model
-from genzoo.nn.mode import eval_mode
 from genzoo.train.config import TrainConfig, train_config
 from genzoo.train.ema import ema_model
 from genzoo.train.log import LOG_FILE, RunningLog, SymptomWatch
 from genzoo.train.schedules import lr_factor
 from genzoo.train.selection import SELECTION_FILE, Selection, check_scorable
 from genzoo.train.state import prepare_output_dir, read_train_state, write_train_state
-from genzoo.train.symptoms import sample_symptoms
+from genzoo.train.symptoms import final_sample_symptoms
 
 
 class TrainingDiverged(RuntimeError):
@@ -188,7 +187,9 @@ class Trainer:
             self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
             self.save_model()
         if self.is_main:  # what the final samples look like: none alike, none noise (a small budget misleads)
-            for message in self.sample_symptoms():
+            for message in final_sample_symptoms(self.final_model, self.data, self.labels, self.info,
+                                                 self.step / self.steps_per_epoch,
+                                                 DATASETS[self.config.data].default_epochs):
                 self.symptoms.warnings.append(message)
                 tqdm.write(f"genzoo: warning: {message}", file=sys.stderr)
         summary = {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
@@ -216,21 +217,6 @@ class Trainer:
             tqdm.write(f"genzoo: stopping at step {self.step}: no better held-out score for {self.config.patience} "
                        f"checkpoints (best {self.best.nats:.2f} nats at step {self.best.step})", file=sys.stderr)
         return stop
-
-    @torch.no_grad()
-    def sample_symptoms(self) -> list[str]:
-        """``genzoo.train.symptoms`` on 64 samples of the final weights against 64 training examples."""
-        model, n = self.final_model, min(64, len(self.data))
-        kind = "continuous" if self.info.value_type == "continuous" else "discrete"  # as shown: [0, 1] pixels
-        real = prepare(self.data[:n], self.info, kind, train=False)
-        labels = real_labels = None
-        if model.conditional:
-            labels, real_labels = torch.arange(n, device=self.data.device) % self.info.num_classes, self.labels[:n]
-        with eval_mode(model):
-            samples = model.generate(n, labels, torch.Generator(self.data.device).manual_seed(0))
-        samples = samples.clamp(0, 1) if kind == "discrete" else samples
-        return sample_symptoms(samples, real, labels, real_labels, epochs=self.step / self.steps_per_epoch,
-                               default_epochs=DATASETS[self.config.data].default_epochs)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Model inputs (B, *shape) and labels (B,) or None for training examples ``idx``."""

@@ -25,7 +25,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from genzoo.data.core import DataInfo, prepare
 from genzoo.models.adversarial.losses import sample_diversity
+from genzoo.models.base import GenerativeModel
+from genzoo.nn.mode import eval_mode
 
 # Both thresholds were set on digits, 64 samples against 64 training images, 5 seeds each:
 # diversity 0.17-0.25 for the alike samples of vae, dvae, gan and (within classes) cvae after 15
@@ -103,3 +106,23 @@ def sample_symptoms(samples: Tensor, real: Tensor, labels: Tensor | None = None,
             messages.append(f"the samples look like noise: their neighbouring pixels are {ratio:.1f}x as "
                             f"uncorrelated as the data's (1 - neighbour correlation; above {MAX_ROUGHNESS:g}x); {advice}")
     return messages
+
+
+@torch.no_grad()
+def final_sample_symptoms(model: GenerativeModel, data: Tensor, labels: Tensor | None, info: DataInfo,
+                          epochs: float, default_epochs: int, n: int = 64) -> list[str]:
+    """``sample_symptoms`` of ``n`` samples of a trained model against its first ``n`` training examples.
+
+    ``data`` holds the stored training values (levels or vectors) and ``labels`` their classes;
+    images are compared as shown, in [0, 1].
+    """
+    n = min(n, len(data))
+    kind = "continuous" if info.value_type == "continuous" else "discrete"
+    real = prepare(data[:n], info, kind, train=False)
+    sample_labels = real_labels = None
+    if model.conditional:
+        sample_labels, real_labels = torch.arange(n, device=data.device) % info.num_classes, labels[:n]
+    with eval_mode(model):
+        samples = model.generate(n, sample_labels, torch.Generator(data.device).manual_seed(0))
+    samples = samples.clamp(0, 1) if kind == "discrete" else samples
+    return sample_symptoms(samples, real, sample_labels, real_labels, epochs=epochs, default_epochs=default_epochs)
