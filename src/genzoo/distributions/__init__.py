@@ -1,35 +1,35 @@
 """Densities shared by every family: diagonal Gaussians, the one Gaussian mixture, per-dimension likelihoods."""
 
 from genzoo.distributions.gaussian import (
-    gaussian_log_prob,
     gaussian_kl,
+    gaussian_log_prob,
     reparameterize,
+)
+from genzoo.distributions.likelihoods import (
+    LIKELIHOODS,
+    UNBOUNDED_MIN_LOG_SCALE,
+    Bernoulli,
+    Categorical,
+    DimensionLikelihood,
+    DiscretizedLogistic,
+    Gaussian,
+    GaussianMixture,
+    LogisticMixture,
+    UnboundedGaussian,
+    bernoulli_log_prob,
+    build_likelihood,
+    discretized_logistic_log_mass,
+    gumbel,
+    logistic,
+    logistic_level,
+    params_to_last,
+    standard_normal,
+    sum_data_dims,
 )
 from genzoo.distributions.mixture import (
     MIXTURE_LOG_WEIGHT_FLOOR,
     gaussian_mixture_log_prob,
     sample_gaussian_mixture,
-)
-from genzoo.distributions.likelihoods import (
-    UNBOUNDED_MIN_LOG_SCALE,
-    sum_data_dims,
-    params_to_last,
-    bernoulli_log_prob,
-    gumbel,
-    standard_normal,
-    logistic,
-    DimensionLikelihood,
-    Bernoulli,
-    Gaussian,
-    UnboundedGaussian,
-    DiscretizedLogistic,
-    Categorical,
-    LogisticMixture,
-    GaussianMixture,
-    logistic_level,
-    discretized_logistic_log_mass,
-    LIKELIHOODS,
-    build_likelihood,
 )
 
 __all__ = [

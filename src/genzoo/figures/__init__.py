@@ -1,60 +1,60 @@
 """The pictures a run writes: image grids, model figures, loss curves, samples over training, 2-D densities."""
 
-from genzoo.figures.grids import (
-    PAD_VALUE,
-    MIN_CELL_PX,
-    default_scale,
-    image_grid,
-    save_png,
-    save_image_grid,
-    GAP_PX,
-    WHITE,
-    BLACK,
-    rows_image,
-    save_rows,
-    inpainting_image,
-    save_inpainting,
+from genzoo.figures.arena import (
+    GRID_DRAWS,
+    GRID_RESOLUTION,
+    POINTS_SHOWN,
+    learned_log_density,
+    save_latent_space,
+    save_points,
+    save_points_over_training,
+    write_arena_figures,
 )
 from genzoo.figures.curves import (
-    NOT_PLOTTED,
-    read_log_terms,
-    NATS_TERMS,
-    TERM_UNITS,
     HELD_OUT_TERMS,
-    term_unit,
+    NATS_TERMS,
+    NOT_PLOTTED,
+    TERM_UNITS,
     identical_groups,
     read_held_out,
+    read_log_terms,
     save_loss_curves,
+    term_unit,
+)
+from genzoo.figures.grids import (
+    BLACK,
+    GAP_PX,
+    MIN_CELL_PX,
+    PAD_VALUE,
+    WHITE,
+    default_scale,
+    image_grid,
+    inpainting_image,
+    rows_image,
+    save_image_grid,
+    save_inpainting,
+    save_png,
+    save_rows,
+)
+from genzoo.figures.model import (
+    class_grid,
+    completions,
+    denoising_triples,
+    interpolation,
+    latent_traversal,
+    prior_interpolation,
+    reconstructions,
+    sample_grid,
+    slerp,
+    traversal_labels,
+    traversal_values,
+    write_run_figures,
 )
 from genzoo.figures.progress import (
     PROGRESS_FILE,
     SamplesOverTraining,
     evenly_spaced,
     save_samples_over_training,
-)
-from genzoo.figures.model import (
-    sample_grid,
-    reconstructions,
-    traversal_values,
-    latent_traversal,
-    interpolation,
-    slerp,
-    prior_interpolation,
-    class_grid,
-    denoising_triples,
-    completions,
-    traversal_labels,
-    write_run_figures,
-)
-from genzoo.figures.arena import (
-    GRID_RESOLUTION,
-    GRID_DRAWS,
-    POINTS_SHOWN,
-    save_points,
-    learned_log_density,
-    write_arena_figures,
-    save_latent_space,
-    save_points_over_training,
 )
 
 __all__ = [

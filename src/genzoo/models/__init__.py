@@ -1,30 +1,30 @@
 """Generative models by family, the protocol they answer, and the registry of their names."""
 
 from genzoo.models.base import (
-    LIKELIHOOD_KINDS,
-    LikelihoodKind,
-    SAMPLING_OPTIONS,
     CAPABILITIES,
-    LogLikelihood,
-    SamplerSpec,
+    LIKELIHOOD_KINDS,
+    SAMPLING_OPTIONS,
     EvalDefaults,
-    Phase,
-    ModelConfig,
-    check_choice,
-    check_labelled,
-    check_images,
-    check_positive,
     GenerativeModel,
+    LikelihoodKind,
+    LogLikelihood,
+    ModelConfig,
+    Phase,
+    SamplerSpec,
+    check_choice,
+    check_images,
+    check_labelled,
+    check_positive,
 )
 from genzoo.models.registry import (
     FAMILIES,
     MODEL_CLASSES,
-    MODELS,
     MODEL_FAMILY,
-    model_class,
+    MODELS,
     build_model,
     config_from_dict,
     load_run,
+    model_class,
 )
 
 __all__ = [
