@@ -178,9 +178,7 @@ def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics:
     if draws == 0:
         eval_metrics = [m for m in eval_metrics if m != "nll"]
     draws = min(TRAIN_EVAL_DRAWS, model.eval_defaults.draws) if draws is None else draws
-    defaults = model.eval_defaults
-    metrics.update(run_metrics(model, test, info, eval_metrics, draws,
-                               sampling={"sampler": defaults.sampler, "steps": defaults.steps}))
+    metrics.update(run_metrics(model, test, info, eval_metrics, draws))
     checkpoint.write_json(out / "metrics.json", metrics)
     if info.kind == "vector":
         written = figures.write_arena_figures(model, test.images, out)
@@ -208,12 +206,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     info, split = load_split(config["data"]["name"], args.split, data_root)
     if model.conditional and split.labels is None:
         raise ValueError(f"{config['model']} is conditional and the {args.split} split has no labels")
-    sampling = sampling_options(args)
-    defaults = model.eval_defaults
-    if sampling["sampler"] is None:  # the sampler and steps the model declares for its sample metrics
-        sampling.update(sampler=defaults.sampler, steps=sampling["steps"] or defaults.steps)
-    metrics = run_metrics(model, split, info, parse_metrics(args.metrics, info), args.draws, batch_size=args.batch_size,
-                          seed=args.seed, limit=args.limit, estimator=args.estimator, sampling=sampling)
+    metrics = run_metrics(model, split, info, parse_metrics(args.metrics, info), args.draws,
+                          batch_size=args.batch_size, seed=args.seed, limit=args.limit, estimator=args.estimator,
+                          sampling=sampling_options(args))
     metrics["run_dir"] = str(args.run_dir)
     name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
     checkpoint.write_json(Path(args.run_dir) / name, metrics)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genzoo.data.core import split_order, SPLIT_SEED, SPLITS, VALID_FRACTION
+from genzoo.data.core import SPLIT_SEED, SPLITS, VALID_FRACTION, split_order
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_MD5 = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genzoo.data import toy2d
-from genzoo.data.core import DataInfo, Split, SPLITS
+from genzoo.data.core import SPLITS, DataInfo, Split
 from genzoo.data.images import Arrays, load_binarized_mnist, load_digits, load_mnist
 
 

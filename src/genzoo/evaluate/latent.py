@@ -21,15 +21,10 @@ from genzoo.data.core import batches
 from genzoo.distributions.gaussian import gaussian_kl
 from genzoo.models.base import GenerativeModel
 from genzoo.models.latent.vae import VAE
-from genzoo.nn.mode import eval_mode
+from genzoo.nn.mode import eval_mode, module_device
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016, section 5.2
 BATCH_SIZE = 500  # examples encoded at once
-
-
-def _device(model: GenerativeModel) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _labels(model: GenerativeModel, y: Tensor | None) -> Tensor | None:
@@ -49,7 +44,7 @@ def latent_activity(model: GenerativeModel, x: Tensor, y: Tensor | None = None) 
     """
     if len(x) < 2:
         raise ValueError(f"the activity of a latent dimension is a variance over inputs: give at least 2, got {len(x)}")
-    device, y = _device(model), _labels(model, y)
+    device, y = module_device(model), _labels(model, y)
     with eval_mode(model):
         codes = torch.cat([model.encode(xb.to(device), None if yb is None else yb.to(device)).reshape(len(xb), -1)
                            for xb, yb in batches(x, y, BATCH_SIZE)])  # (N, d)
@@ -80,7 +75,7 @@ def kl_per_dim(model: GenerativeModel, x: Tensor, y: Tensor | None = None) -> Te
     """
     if not isinstance(model, VAE) or model.config.prior == "vamp":
         return None
-    device, y = _device(model), _labels(model, y)
+    device, y = module_device(model), _labels(model, y)
     total = None
     with eval_mode(model):
         for xb, yb in batches(x, y, BATCH_SIZE):

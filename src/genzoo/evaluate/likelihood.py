@@ -18,7 +18,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genzoo.data.core import batches, bits_per_dim, DataInfo, nats_offset, prepare, Split, static_binarize
+from genzoo.data.core import (
+    DataInfo,
+    Split,
+    batches,
+    bits_per_dim,
+    nats_offset,
+    prepare,
+    static_binarize,
+)
 from genzoo.data.toy2d import TOY2D
 from genzoo.evaluate.arena import kl_divergence
 from genzoo.models.base import GenerativeModel

@@ -64,7 +64,15 @@ def arena_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics:
 def run_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics: list[str], draws: int | None = None,
                 batch_size: int = 100, seed: int = 0, limit: int | None = None, estimator: str | None = None,
                 sampling: dict | None = None) -> dict:
-    """The requested ``metrics`` of ``model`` on ``split`` (see the module docstring for the names)."""
+    """The requested ``metrics`` of ``model`` on ``split`` (see the module docstring for the names).
+
+    ``sampling`` (sampler and options) drives the sample metrics; without a sampler, the model's
+    ``eval_defaults`` give the sampler and, unless given, its steps.
+    """
+    sampling = dict(sampling or {})
+    if sampling.get("sampler") is None:
+        defaults = model.eval_defaults
+        sampling.update(sampler=defaults.sampler, steps=sampling.get("steps") or defaults.steps)
     results: dict = {}
     if metrics and model.can("encode"):  # a latent diagnostic: how many dimensions the codes use
         x, seen, _ = fixed_inputs(split, info, model.input_kind, limit)

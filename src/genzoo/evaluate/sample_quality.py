@@ -18,8 +18,12 @@ import copy
 import torch
 from torch import Tensor
 
-from genzoo.data.core import batches, check_finite, DataInfo, prepare, Split
-from genzoo.evaluate.feature_net import check_feature_net, DigitClassifier, load_feature_net
+from genzoo.data.core import DataInfo, Split, batches, check_finite, prepare
+from genzoo.evaluate.feature_net import (
+    DigitClassifier,
+    check_feature_net,
+    load_feature_net,
+)
 from genzoo.models.base import GenerativeModel
 from genzoo.nn.mode import eval_mode
 

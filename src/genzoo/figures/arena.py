@@ -73,12 +73,16 @@ def learned_log_density(model: GenerativeModel, extent: tuple[float, float],
     generator = torch.Generator(model.device).manual_seed(0)
     draws = min(GRID_DRAWS, model.eval_defaults.draws)
 
+    kinds = set()
+
     def log_prob(points: Tensor) -> Tensor:
-        return model.log_likelihood(points.to(model.device, torch.float32), None, draws, generator).value.cpu()
+        result = model.log_likelihood(points.to(model.device, torch.float32), None, draws, generator)
+        kinds.add(result.kind)
+        return result.value.cpu()
 
     with eval_mode(model):
-        kind = model.log_likelihood(torch.zeros(1, 2, device=model.device), None, draws, generator).kind
         log_density, _, _ = density_grid(log_prob, extent, resolution, batch_size=1024)  # x draws in memory
+    (kind,) = kinds
     what = {"exact": "exact", "lower_bound": f"lower bound, {draws} draws", "estimate": "estimate",
             "numerical": "numerical"}[kind]
     return log_density, f"{model.name}: density ({what})"

@@ -118,7 +118,9 @@ def save_loss_curves(csv_path: str | os.PathLike, out_path: str | os.PathLike) -
     the panel of the training term it estimates (the first of ``HELD_OUT_TERMS``). None, and
     nothing written, when the CSV has no rows or no numeric term.
     """
-    from genzoo.train.selection import SELECTION_FILE  # here: the trainer's package is heavy to import
+    from genzoo.train.selection import (
+        SELECTION_FILE,  # here: the trainer's package is heavy to import
+    )
 
     terms = read_log_terms(csv_path)
     if not terms:

@@ -21,9 +21,8 @@ from torch import Tensor, nn
 
 from genzoo.evaluate.completion import HIDDEN_GRAY, parse_mask
 from genzoo.evaluate.latent import ACTIVE_THRESHOLD, kl_per_dim, latent_activity
-from genzoo.figures.grids import save_image_grid, save_rows, WHITE
-from genzoo.nn.mode import eval_mode
-
+from genzoo.figures.grids import WHITE, save_image_grid, save_rows
+from genzoo.nn.mode import eval_mode, module_device
 
 # ------------------------------------------------------------------------------------------------
 # Model figures: tensors only, no files
@@ -37,13 +36,8 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         yield
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _generator(model: nn.Module, seed: int) -> torch.Generator:
-    return torch.Generator(device=_device(model)).manual_seed(seed)
+    return torch.Generator(device=module_device(model)).manual_seed(seed)
 
 
 def _labels(model: nn.Module, y: Tensor | None, n: int) -> Tensor | None:
@@ -52,7 +46,7 @@ def _labels(model: nn.Module, y: Tensor | None, n: int) -> Tensor | None:
         return None
     if y is None:
         raise ValueError(f"{type(model).__name__} is conditional: figures need labels y")
-    return y.to(_device(model)).reshape(n)
+    return y.to(module_device(model)).reshape(n)
 
 
 def _decode(model: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
@@ -64,14 +58,14 @@ def sample_grid(model: nn.Module, n: int = 64, seed: int = 0) -> Tensor:
     with _evaluating(model):
         labels = None
         if model.conditional:
-            labels = torch.arange(n, device=_device(model)) % model.info.num_classes
+            labels = torch.arange(n, device=module_device(model)) % model.info.num_classes
         return model.generate(n, labels, _generator(model, seed)).detach().float().cpu()
 
 
 def reconstructions(model: nn.Module, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
     """Rows [data, decode(encode(x, y), y)], each (B, C, H, W)."""
     with _evaluating(model):
-        x = x.to(_device(model))
+        x = x.to(module_device(model))
         y = _labels(model, y, len(x))
         return [x.detach().float().cpu(), _decode(model, model.encode(x, y), y)]
 
@@ -92,7 +86,7 @@ def latent_traversal(
     x0: one image (C, H, W) or (1, C, H, W); y0: its label (conditional models). Rows (steps, C, H, W).
     """
     with _evaluating(model):
-        device = _device(model)
+        device = module_device(model)
         x0 = x0.to(device).reshape(1, *x0.shape[-3:])  # (1, C, H, W)
         y = None if y0 is None else torch.as_tensor(y0, device=device).reshape(1)
         y = _labels(model, y, 1)
@@ -124,7 +118,7 @@ def interpolation(
     if x_a.shape != x_b.shape:
         raise ValueError(f"interpolation: x_a {tuple(x_a.shape)} and x_b {tuple(x_b.shape)} differ")
     with _evaluating(model):
-        device = _device(model)
+        device = module_device(model)
         x_a, x_b = x_a.to(device), x_b.to(device)
         y_a = _labels(model, y_a, len(x_a))
         y_b = _labels(model, y_b, len(x_b))
@@ -156,7 +150,7 @@ def prior_interpolation(model: nn.Module, pairs: int = 4, steps: int = 10, seed:
     Rows (steps, C, H, W).
     """
     with _evaluating(model):
-        device = _device(model)
+        device = module_device(model)
         g = _generator(model, seed)
         z = torch.randn((2, pairs, model.latent_dim), generator=g, device=g.device).to(device)  # (2, P, D)
         codes = slerp(z[0], z[1], torch.linspace(0, 1, steps, device=device))  # (steps, P, D)
@@ -170,7 +164,7 @@ def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0) -> list[Ten
         raise ValueError(f"class_grid: {type(model).__name__} is not conditional")
     k = model.info.num_classes
     with _evaluating(model):
-        labels = torch.arange(k, device=_device(model)).repeat_interleave(per_class)  # (K * per_class,)
+        labels = torch.arange(k, device=module_device(model)).repeat_interleave(per_class)  # (K * per_class,)
         x = model.sample(k * per_class, labels=labels, generator=_generator(model, seed))
         return list(x.detach().float().cpu().reshape(k, per_class, *x.shape[1:]).unbind(0))
 
@@ -179,7 +173,7 @@ def denoising_triples(model: nn.Module, x: Tensor, seed: int = 0, y: Tensor | No
     """Rows [clean, corrupted, denoised] with corrupted = model.corrupt(x) and
     denoised = decode(encode(corrupted)), each (B, C, H, W)."""
     with _evaluating(model):
-        x = x.to(_device(model))
+        x = x.to(module_device(model))
         y = _labels(model, y, len(x))
         noisy = model.corrupt(x, generator=_generator(model, seed))
         return [x.detach().float().cpu(), noisy.detach().float().cpu(), _decode(model, model.encode(noisy, y), y)]
@@ -189,7 +183,7 @@ def completions(model: nn.Module, x: Tensor, y: Tensor | None = None, seed: int 
     """[data, observed (hidden half gray), completed] rows for x (B, C, H, W) with its bottom half
     hidden: the model draws the hidden pixels given the top half (``complete``)."""
     with _evaluating(model):
-        x = x.to(_device(model))
+        x = x.to(module_device(model))
         observed = parse_mask("bottom-half", *x.shape[-2:])
         completed = model.complete(x, observed, _labels(model, y, len(x)), _generator(model, seed))
         masked = torch.where(observed.to(x.device), x, torch.full_like(x, HIDDEN_GRAY))

@@ -13,7 +13,6 @@ from genzoo.figures.arena import save_points_over_training
 from genzoo.figures.grids import save_rows
 from genzoo.figures.model import sample_grid
 
-
 # ------------------------------------------------------------------------------------------------
 # Samples over training
 # ------------------------------------------------------------------------------------------------

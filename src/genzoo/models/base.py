@@ -48,7 +48,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from genzoo.data.core import check_finite, DataInfo, InputKind
+from genzoo.data.core import DataInfo, InputKind, check_finite
 
 # What a reported log-likelihood is:
 # - "exact":       log p(x) itself (autoregressive models, flows, enumerated RBMs);
@@ -210,10 +210,6 @@ class GenerativeModel(nn.Module):
 
     def fit_after_training(self, batches) -> None:
         """A closed-form step on the training data after gradient training (capability "fit_after_training")."""
-
-    @property
-    def fits_after_training(self) -> bool:
-        return "fit_after_training" in self.capabilities
 
     def can(self, capability: str) -> bool:
         """Whether this model declares ``capability`` (one of ``CAPABILITIES``)."""

@@ -182,7 +182,7 @@ class Trainer:
 
         if self.best.weights is not None:  # from here on (pictures, evaluation) the selected weights
             self.final_model.load_state_dict(self.best.weights)
-        if self.unwrapped.fits_after_training:  # a closed-form step on the training data (the AE's latent mixture)
+        if self.unwrapped.can("fit_after_training"):  # a closed-form step on the training data (the AE's latent mixture)
             x, split, _ = fixed_inputs(self.train_split, self.info, self.unwrapped.input_kind)
             self.final_model.fit_after_training(batches(x.to(self.accelerator.device), split.labels, 1000))
             self.save_model()

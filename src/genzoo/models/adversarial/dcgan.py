@@ -21,7 +21,12 @@ from torch import nn
 from genzoo.data.core import DataInfo
 from genzoo.models.adversarial.gan import GAN, GANConfig
 from genzoo.models.base import check_choice, check_images, check_positive
-from genzoo.nn.players import check_dcgan_shape, DCGANDiscriminator, DCGANGenerator, NORMS
+from genzoo.nn.players import (
+    NORMS,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    check_dcgan_shape,
+)
 
 
 @dataclass

@@ -36,8 +36,27 @@ from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo, scale_from_symmetric, scale_to_symmetric
 from genzoo.distributions.numerics import at_least_fp32, draw
-from genzoo.models.adversarial.losses import add_instance_noise, annealed_std, D_WINS_FAKE, D_WINS_REAL, discriminator_loss, frozen_call, generator_loss, GENERATOR_LOSSES, MIN_DIVERSITY, r1_penalty, sample_diversity
-from genzoo.models.base import check_choice, check_positive, GenerativeModel, LogLikelihood, ModelConfig, Phase
+from genzoo.models.adversarial.losses import (
+    D_WINS_FAKE,
+    D_WINS_REAL,
+    GENERATOR_LOSSES,
+    MIN_DIVERSITY,
+    add_instance_noise,
+    annealed_std,
+    discriminator_loss,
+    frozen_call,
+    generator_loss,
+    r1_penalty,
+    sample_diversity,
+)
+from genzoo.models.base import (
+    GenerativeModel,
+    LogLikelihood,
+    ModelConfig,
+    Phase,
+    check_choice,
+    check_positive,
+)
 from genzoo.nn.mode import eval_mode
 from genzoo.nn.players import MLPDiscriminator, MLPGenerator, spectral_normalize
 

@@ -44,7 +44,15 @@ from torch import Tensor, nn
 from genzoo.data.core import DataInfo
 from genzoo.distributions.likelihoods import build_likelihood
 from genzoo.distributions.numerics import at_least_fp32, draw
-from genzoo.models.base import check_choice, check_labelled, check_positive, EvalDefaults, GenerativeModel, LogLikelihood, SamplerSpec
+from genzoo.models.base import (
+    EvalDefaults,
+    GenerativeModel,
+    LogLikelihood,
+    SamplerSpec,
+    check_choice,
+    check_labelled,
+    check_positive,
+)
 from genzoo.nn.mode import eval_mode
 
 AR_LIKELIHOODS = ("bernoulli", "categorical", "logistic_mixture", "gaussian_mixture")

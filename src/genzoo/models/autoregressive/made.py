@@ -56,7 +56,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.base import AutoregressiveConfig, AutoregressiveModel, CACHED, label_bias, NAIVE, observed_mask, observed_precede_hidden, raster_order, Stepper
+from genzoo.models.autoregressive.base import (
+    CACHED,
+    NAIVE,
+    AutoregressiveConfig,
+    AutoregressiveModel,
+    Stepper,
+    label_bias,
+    observed_mask,
+    observed_precede_hidden,
+    raster_order,
+)
 from genzoo.models.base import LogLikelihood, ModelConfig
 from genzoo.nn.masked import MaskedLinear
 from genzoo.nn.mode import eval_mode

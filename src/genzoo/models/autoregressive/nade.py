@@ -41,8 +41,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.base import AutoregressiveConfig, AutoregressiveModel, CACHED, label_bias, NAIVE, Stepper
-from genzoo.models.base import check_choice, check_positive, ModelConfig
+from genzoo.models.autoregressive.base import (
+    CACHED,
+    NAIVE,
+    AutoregressiveConfig,
+    AutoregressiveModel,
+    Stepper,
+    label_bias,
+)
+from genzoo.models.base import ModelConfig, check_choice, check_positive
 
 ORDERINGS = ("raster", "random")
 

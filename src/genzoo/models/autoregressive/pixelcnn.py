@@ -55,8 +55,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.models.autoregressive.base import AR_LIKELIHOODS, AutoregressiveConfig, label_bias, PixelModel, PixelOutputHead
-from genzoo.models.base import check_images, check_positive, ModelConfig
+from genzoo.models.autoregressive.base import (
+    AR_LIKELIHOODS,
+    AutoregressiveConfig,
+    PixelModel,
+    PixelOutputHead,
+    label_bias,
+)
+from genzoo.models.base import ModelConfig, check_images, check_positive
 from genzoo.nn.masked import MaskedConv2d
 
 
