@@ -1,134 +1,47 @@
-"""The ``genzoo`` command: list, train, eval, sample, inpaint.
+"""The ``genzoo`` command: list, train, eval, sample, inpaint, bench.
 
-Every hyperparameter is a flag generated from the dataclass that defines it (``TrainConfig``
-and the model's own config), so ``genzoo train MODEL --help`` lists each one with its default;
-``--set name=value`` sets the same fields by their Python names.
+Every hyperparameter is a flag generated from the dataclass that defines it
+(``genzoo.train.flags``), so ``genzoo train MODEL --help`` lists each one with its default;
+``--recipe NAME`` stands for a registered recipe's flags and budget, which flags given after it override.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import json
-import re
+import shlex
 import sys
 import time
-import types
-import typing
 from pathlib import Path
 
 from genzoo import checkpoint, figures
+from genzoo.bench.records import RESULTS_FILE, append_record, import_run, read_results
+from genzoo.bench.runner import run_bench
+from genzoo.bench.tables import VIEWS, regenerate_readme, render
 from genzoo.data.core import SPLITS
 from genzoo.data.registry import dataset_info, list_datasets, load_split
 from genzoo.evaluate import completion
 from genzoo.evaluate.likelihood import fixed_inputs, format_metrics
 from genzoo.evaluate.metrics import METRICS, parse_metrics, run_metrics
 from genzoo.models.base import SAMPLING_OPTIONS
-from genzoo.models.registry import FAMILIES, MODELS, load_run, model_class
-from genzoo.train.config import TrainConfig, train_config
-from genzoo.train.loop import Trainer, TrainingDiverged
+from genzoo.models.recipes import RECIPE_SETS
+from genzoo.models.registry import FAMILIES, MODELS, RECIPES, load_run, recipe
+from genzoo.runs import TRAIN_EVAL_DRAWS, train_run
+from genzoo.train.flags import add_train_flags, recipe_argv, train_options
+from genzoo.train.loop import TrainingDiverged
 from genzoo.train.state import OutputExists
 
-TRAIN_EVAL_DRAWS = 100  # draws per example of an estimated test NLL after training (at most the model's default)
 METRICS_HELP = "; ".join(f"{kind} data: {','.join(names)}" for kind, names in METRICS.items())
-
-
-# --- flags from dataclass fields ---------------------------------------------------------------
-def _base_type(hint) -> tuple[type, bool]:
-    """(the scalar or tuple type of a hint, whether None is allowed)."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return next(a for a in args if a is not type(None)), True
-    return hint, False
-
-
-def parse_value(text: str, hint, name: str):
-    """Parse a command-line string into a value of a dataclass field's type."""
-    base, optional = _base_type(hint)
-    if optional and text.lower() in ("none", "null", ""):
-        return None
-    try:
-        if typing.get_origin(base) is tuple:
-            return tuple(typing.get_args(base)[0](v) for v in text.split(","))
-        if base is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        return base(text)
-    except ValueError:
-        raise ValueError(f"option {name}: cannot read {text!r} as {getattr(base, '__name__', base)}") from None
-
-
-FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^=]+=[^#]*#\s*(.+)$")
-
-
-def field_comments(cls) -> dict[str, str]:
-    """The end-of-line comment of each field in a config dataclass and its bases: the help text."""
-    comments: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
-            for line in inspect.getsource(klass).splitlines():
-                if match := FIELD_COMMENT.match(line):
-                    comments[match[1]] = match[2]
-    return comments
-
-
-def dataset_default_epochs() -> str:
-    """The registry's default epochs, grouped by value: "digits 100; mnist, ... 20"."""
-    from genzoo.data.registry import DATASETS
-
-    by_epochs: dict[int, list[str]] = {}
-    for name, spec in DATASETS.items():
-        by_epochs.setdefault(spec.default_epochs, []).append(name)
-    return "; ".join(f"{', '.join(names)} {epochs}" for epochs, names in sorted(by_epochs.items(), reverse=True))
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, defaults: dict | None = None) -> None:
-    """One flag per field; ``defaults`` overrides the defaults shown (a model's training defaults).
-
-    The help is the field's comment and its default, unless the comment already says the default.
-    """
-    group = parser.add_argument_group(title)
-    hints, comments = typing.get_type_hints(cls), field_comments(cls)
-    for f in dataclasses.fields(cls):
-        default = (defaults or {}).get(f.name, f.default)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        base, _ = _base_type(hints[f.name])
-        help_text = f"{comments[f.name]} " if f.name in comments else ""
-        if cls is TrainConfig and f.name == "epochs" and default is None:  # None: the dataset's, so name them
-            help_text, shown = "passes over the training split ", f"the dataset's: {dataset_default_epochs()}"
-        suffix = "" if "(default:" in help_text else f"(default: {shown})"
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-                           metavar=getattr(base, "__name__", "X").upper(), help=f"{help_text}{suffix}".strip())
-
-
-def collect_options(args: argparse.Namespace, cls, overrides: dict[str, str]) -> dict:
-    """Field values given on the command line (flags and --set), parsed to their types."""
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        text = overrides.pop(f.name, None)
-        flag = getattr(args, f.name, None)
-        if flag is not None:
-            text = flag
-        if text is not None:
-            values[f.name] = parse_value(text, hints[f.name], f.name)
-    return values
-
-
-def parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set expects name=value, got {pair!r}")
-        name, value = pair.split("=", 1)
-        out[name.strip().replace("-", "_")] = value.strip()
-    return out
 
 
 # --- commands ----------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> None:
+    if args.recipes:
+        for r in RECIPES.values():
+            budget = "defaults" if r.steps is None else f"{r.steps:,} steps"
+            sets = f" [{', '.join(r.sets)}]" if r.sets else ""
+            print(f"  {r.name:<28} {r.model:<15} {','.join(r.data):<20} {budget:>15}{sets}  {r.description}")
+        return
     for family, classes in FAMILIES.items():
         print(f"{family} models:")
         for cls in classes:
@@ -141,63 +54,31 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    cls = model_class(args.model)
-    overrides = parse_sets(args.set or [])
-    train_options = collect_options(args, TrainConfig, overrides)
-    model_options = collect_options(args, cls.Config, overrides)
-    if overrides:
-        valid = sorted(f.name for f in dataclasses.fields(cls.Config)) + sorted(f.name for f in dataclasses.fields(TrainConfig))
-        raise ValueError(f"unknown option(s) {', '.join(sorted(overrides))} for {args.model}; "
-                         f"valid options: {', '.join(valid)}")
-    config = train_config(args.model, **train_options)
+    model_options, config = train_options(args.model, args)
     out = Path(args.out or f"runs/{args.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume and model_options:
         raise ValueError("--resume continues the saved configuration; model options cannot change")
     eval_metrics = parse_metrics(args.eval_metrics, dataset_info(config.data))
-    trainer = Trainer(args.model, model_options, config, out, resume=args.resume,
-                      callbacks=[figures.SamplesOverTraining()])
-    summary = trainer.fit()
-    if trainer.is_main:
-        report_run(trainer, summary, args.eval_draws, eval_metrics)
+    train_run(args.model, model_options, config, out, resume=args.resume, draws=args.eval_draws,
+              eval_metrics=eval_metrics, recipe=recipe(args.recipe) if args.recipe else None)
+
+
+def expand_recipe(argv: list[str]) -> list[str]:
+    """``train MODEL --recipe NAME FLAGS`` -> ``train MODEL --recipe NAME RECIPE_FLAGS FLAGS`` (later flags win)."""
+    if argv[:1] != ["train"] or "--recipe" not in argv[2:]:
+        return argv
+    at = argv.index("--recipe", 2)
+    if at + 1 >= len(argv):
+        raise ValueError(f"--recipe needs a name; the recipes of {argv[1]}: "
+                         f"{', '.join(r.name for r in RECIPES.values() if r.model == argv[1]) or 'none'}")
+    found = recipe(argv[at + 1], argv[1])
+    given = argv[2:at] + argv[at + 2:]
+    return ["train", argv[1], "--recipe", found.name, *recipe_argv(found, given)]
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
     """--sampler and the SAMPLING_OPTIONS given on the command line (None: the model's default)."""
     return {"sampler": args.sampler, **{name: getattr(args, name) for name in SAMPLING_OPTIONS}}
-
-
-def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics: list[str]) -> None:
-    """After training: metrics on the test split, pictures, and a short summary."""
-    model, out = trainer.final_model.eval(), trainer.out
-    info, test = load_split(trainer.config.data, "test", trainer.config.data_root)
-    metrics = {"model": trainer.model_name, "data": trainer.config.data, "train_steps": summary["steps"],
-               "train_epochs": summary["epochs"], "train_seconds": summary["seconds"],
-               "final_train_terms": summary["last"], "training_warnings": summary["warnings"]}
-    if "selection" in summary:  # the weights evaluated below are the held-out best, not the last
-        metrics["selection"] = summary["selection"]
-    if draws == 0:
-        eval_metrics = [m for m in eval_metrics if m != "nll"]
-    draws = min(TRAIN_EVAL_DRAWS, model.eval_defaults.draws) if draws is None else draws
-    metrics.update(run_metrics(model, test, info, eval_metrics, draws))
-    checkpoint.write_json(out / "metrics.json", metrics)
-    if info.kind == "vector":
-        written = figures.write_arena_figures(model, test.images, out)
-    else:
-        x, split, _ = fixed_inputs(test, info, model.input_kind, limit=32)
-        written = figures.write_run_figures(model, x.to(model.device),
-                                            None if split.labels is None else split.labels.to(model.device), out)
-    curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")
-    progress = figures.save_samples_over_training(out, out / "samples_over_training.png")
-    written += [progress] if progress else []
-    print(f"trained {trainer.model_name} on {trainer.config.data}: {summary['steps']} steps "
-          f"({summary['epochs']:.1f} epochs) -> {out}")
-    if "selection" in summary:
-        best = summary["selection"]
-        print(f"selected the weights of step {best['best_step']} (epoch {best['best_epoch']:.1f}): best held-out "
-              f"score {best['best_nats']:.2f} nats on {best['holdout']:,} held-out training examples")
-    if eval_metrics:
-        print(format_metrics(metrics))
-    print("wrote: " + ", ".join(p.name for p in [*written, *([curves] if curves else [])]) + ", metrics.json")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -275,6 +156,71 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     print(f"wrote the image, its observed pixels and {args.n} completions to {out}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.data is None:
+        raise ValueError("genzoo bench needs --data DATASET (genzoo list shows them), or a subcommand: import, "
+                         "table, readme")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "genzoo " + " ".join(shlex.quote(a) for a in args.argv)
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
+    run_bench(args.data, args.models, args.recipe_set, recipes, args.max_steps, args.out, args.data_root,
+              args.eval_minutes, args.seed, command)
+    print(render(read_results(Path(args.out) / RESULTS_FILE), data=[args.data]))
+
+
+def cmd_bench_import(args: argparse.Namespace) -> None:
+    found = recipe(args.recipe) if args.recipe else None
+    results = Path(args.out) / RESULTS_FILE
+    for run_dir in args.run_dirs:
+        record = import_run(run_dir, found)
+        append_record(results, record)
+        print(f"imported {run_dir} ({record['model']} on {record['dataset']}, from "
+              f"{record['provenance']['evaluation_file']}) into {results}")
+
+
+def add_table_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", metavar="RESULTS", help="a results.jsonl file")
+    parser.add_argument("--format", default="markdown", choices=("markdown", "csv"))
+    parser.add_argument("--view", choices=VIEWS, help="markdown columns (default: arena for 2-D data, else overview)")
+    for name, what in (("data", "datasets"), ("family", "families"), ("models", "models"),
+                       ("recipes", "recipes, in this order")):
+        parser.add_argument(f"--{name}", help=f"only these {what} (comma-separated)")
+    parser.add_argument("--sort", help="rank by this metric (e.g. nll_nats, fd); marks keep the kinds apart")
+
+
+def table_text(args: argparse.Namespace, base: Path = Path(".")) -> str:
+    split = lambda text: [s.strip() for s in text.split(",") if s.strip()] if text else None  # noqa: E731
+    records = read_results(base / args.results)
+    return render(records, args.format, args.view, data=split(args.data), families=split(args.family),
+                  models=split(args.models), recipes=split(args.recipes), sort=args.sort)
+
+
+def render_table_command(arguments: list[str], base: Path) -> str:
+    """One `genzoo bench table ARGUMENTS` (paths relative to ``base``), as a README block holds it."""
+    parser = argparse.ArgumentParser(prog="genzoo bench table", exit_on_error=False)
+    add_table_flags(parser)
+    return table_text(parser.parse_args(arguments), base)
+
+
+def cmd_bench_table(args: argparse.Namespace) -> None:
+    print(table_text(args), end="" if args.format == "csv" else "\n")
+
+
+def cmd_bench_readme(args: argparse.Namespace) -> None:
+    text, changed = regenerate_readme(args.readme, render_table_command)
+    if not changed:
+        print(f"{args.readme}: every generated table agrees with its command")
+    elif args.check:
+        raise ValueError(f"{args.readme}: the generated tables at line(s) {', '.join(map(str, changed))} disagree "
+                         f"with their results; run `genzoo bench readme {args.readme}`")
+    else:
+        Path(args.readme).write_text(text)
+        print(f"{args.readme}: rewrote the generated tables at line(s) {', '.join(map(str, changed))}")
+
+
 # --- parser ------------------------------------------------------------------------------------
 def add_sampling_flags(parser: argparse.ArgumentParser, purpose: str) -> None:
     """--sampler and one flag per SAMPLING_OPTIONS; a model refuses by name what its sampler lacks."""
@@ -290,7 +236,9 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genzoo", description="Deep generative models side by side.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("list", help="list models and datasets").set_defaults(run=cmd_list)
+    listing = commands.add_parser("list", help="list models and datasets (--recipes: the recipes)")
+    listing.add_argument("--recipes", action="store_true", help="list the registered recipes instead")
+    listing.set_defaults(run=cmd_list)
 
     train = commands.add_parser("train", help="train a model", description=(
         "Train MODEL and write weights, metrics and pictures to --out. Options are listed below with "
@@ -298,7 +246,8 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     train.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(sorted(MODELS))}")
     train.add_argument("--out", help="run directory (default: runs/MODEL-DATA-TIMESTAMP)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--set", action="append", metavar="NAME=VALUE", help="set any option by name (repeatable)")
+    train.add_argument("--recipe", help="a registered recipe of MODEL (genzoo list --recipes): its flags and budget, "
+                                        "which flags given here override")
     train.add_argument("--eval-draws", "--eval-iw-samples", dest="eval_draws", type=int,
                        help=f"draws per example of an estimated test NLL after training (importance samples "
                             f"of a VAE's bound); 0 skips the NLL (default: {TRAIN_EVAL_DRAWS}, or the model's "
@@ -306,10 +255,7 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     train.add_argument("--eval-metrics",
                        help=f"metrics on the test split after training; '' skips them (default: all for the "
                             f"data's kind: {METRICS_HELP})")
-    add_dataclass_flags(train, TrainConfig, "training options",
-                        MODELS[model_name].training_defaults if model_name in MODELS else None)
-    if model_name in MODELS:
-        add_dataclass_flags(train, MODELS[model_name].Config, f"{model_name} options")
+    add_train_flags(train, model_name)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a trained run")
@@ -350,20 +296,54 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     inpaint.add_argument("--out", help="PNG file: the image, its observed pixels, then the completions")
     inpaint.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inpaint.set_defaults(run=cmd_inpaint)
+    bench = commands.add_parser("bench", help="train and evaluate models by their recipes into a results file; "
+                                             "import runs; render tables", description=(
+        "genzoo bench --data DATASET trains each model with its recipe for DATASET, evaluates every run by one "
+        "protocol and appends a record per run to OUT/results.jsonl; the same command resumes an interrupted bench."))
+    bench.add_argument("--data", help="the dataset (genzoo list)")
+    bench.add_argument("--models", default="all", help="'all' or comma-separated model names (default: all)")
+    bench.add_argument("--recipe-set", default="short", choices=RECIPE_SETS,
+                       help="which recipes (default: short); a model without one there trains with its defaults")
+    bench.add_argument("--recipes", help="comma-separated recipe names instead of --models/--recipe-set")
+    bench.add_argument("--max-steps", type=int, help="override every recipe's budget (optimizer steps)")
+    bench.add_argument("--out", default="bench", help="the bench directory: results.jsonl and runs/ (default: bench)")
+    bench.add_argument("--data-root", help="data directory (default: the cache, downloading)")
+    bench.add_argument("--eval-minutes", type=float,
+                       help="evaluation cap per model (default: each recipe's, 30); past it the NLL is taken on a "
+                            "fixed random subset, which the record says")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--threads", type=int, help="torch threads (one per job when jobs share the cores)")
+    bench.set_defaults(run=cmd_bench)
+    bench_commands = bench.add_subparsers(dest="bench_command")
+    importing = bench_commands.add_parser("import", help="turn trained runs' metrics into results records")
+    importing.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    importing.add_argument("--out", required=True, help="the bench directory whose results.jsonl gets the records")
+    importing.add_argument("--recipe", help="the recipe the run was trained by (checked against its configuration)")
+    importing.set_defaults(run=cmd_bench_import)
+    table = bench_commands.add_parser("table", help="render a results file as a markdown or CSV table")
+    add_table_flags(table)
+    table.set_defaults(run=cmd_bench_table)
+    readme = bench_commands.add_parser("readme", help="regenerate the README's generated results tables")
+    readme.add_argument("readme", metavar="README", nargs="?", default="README.md")
+    readme.add_argument("--check", action="store_true", help="fail if a table disagrees, changing nothing")
+    readme.set_defaults(run=cmd_bench_readme)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     model_name = argv[1] if len(argv) > 1 and argv[0] == "train" else None
-    args = build_parser(model_name).parse_args(argv)
     try:
+        args = build_parser(model_name).parse_args(expand_recipe(argv))
+        args.argv = argv
         args.run(args)
     except (ValueError, FileNotFoundError, OutputExists, TrainingDiverged, checkpoint.CheckpointError) as e:
         print(f"genzoo: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("genzoo: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        resume = "run the same command" if argv[:1] == ["bench"] else "--resume"
+        print(f"genzoo: interrupted; the finished records and the last checkpoint are kept (resume: {resume})",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -1,4 +1,4 @@
-"""The model registry: every genzoo model by its command-line name."""
+"""The model registry: every genzoo model by its command-line name, and every recipe by its name."""
 
 from __future__ import annotations
 
@@ -11,23 +11,45 @@ from genzoo import checkpoint
 from genzoo.data.core import DataInfo
 from genzoo.models import adversarial, autoregressive, latent
 from genzoo.models.base import GenerativeModel, ModelConfig
+from genzoo.models.recipes import RECIPE_SETS, Recipe, default_recipe
 
-# One line per family: a new family is a folder under models/ and a line here.
-FAMILIES: dict[str, list[type[GenerativeModel]]] = {
-    "latent": latent.MODELS,
-    "adversarial": adversarial.MODELS,
-    "autoregressive": autoregressive.MODELS,
+# One line per family: a new family is a folder under models/ (its MODELS and RECIPES) and a line here.
+FAMILY_PACKAGES = {
+    "latent": latent,
+    "adversarial": adversarial,
+    "autoregressive": autoregressive,
 }
+FAMILIES: dict[str, list[type[GenerativeModel]]] = {name: package.MODELS for name, package in FAMILY_PACKAGES.items()}
 MODEL_CLASSES: list[type[GenerativeModel]] = [cls for classes in FAMILIES.values() for cls in classes]
 MODELS: dict[str, type[GenerativeModel]] = {cls.name: cls for cls in MODEL_CLASSES}
 MODEL_FAMILY: dict[str, str] = {cls.name: family for family, classes in FAMILIES.items() for cls in classes}
-
+RECIPES: dict[str, Recipe] = {r.name: r for package in FAMILY_PACKAGES.values() for r in package.RECIPES}
 
 
 def model_class(name: str) -> type[GenerativeModel]:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
     return MODELS[name]
+
+
+def recipe(name: str, model: str | None = None) -> Recipe:
+    """The registered recipe ``name`` (of ``model``, when given); an unknown name lists the valid ones."""
+    if name not in RECIPES:
+        of = [r for r in RECIPES.values() if model is None or r.model == model]
+        raise ValueError(f"unknown recipe {name!r}; {'the recipes of ' + model if model else 'recipes'}: "
+                         f"{', '.join(r.name for r in of) or 'none'} (genzoo list --recipes)")
+    found = RECIPES[name]
+    if model is not None and found.model != model:
+        raise ValueError(f"recipe {name!r} trains {found.model}, not {model}: genzoo train {found.model} --recipe {name}")
+    return found
+
+
+def recipes_for(model: str, data: str, recipe_set: str) -> list[Recipe]:
+    """The recipes of ``model`` on ``data`` in ``recipe_set``, or the model's defaults there when it has none."""
+    if recipe_set not in RECIPE_SETS:
+        raise ValueError(f"unknown recipe set {recipe_set!r}; one of: {', '.join(RECIPE_SETS)}")
+    found = [r for r in RECIPES.values() if r.model == model and data in r.data and recipe_set in r.sets]
+    return found or [default_recipe(model, data)]
 
 
 def build_model(name: str, info: DataInfo, config: ModelConfig | dict | None = None) -> GenerativeModel:

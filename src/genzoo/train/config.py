@@ -17,6 +17,7 @@ class TrainConfig:
     data_root: str | None = None  # directory with the dataset files (default: a cache, downloading)
     epochs: int | None = None  # None: the dataset's default
     max_steps: int | None = None  # stop after this many optimizer steps instead
+    max_minutes: float | None = None  # a wall-clock cap: stop, with a checkpoint, after this much training time
     batch_size: int = 128  # per process
     lr: float = 1e-3  # AdamW learning rate
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
@@ -43,7 +44,9 @@ class TrainConfig:
         for name in ("epochs", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be >= 1")
+                raise ValueError(f"TrainConfig.{name}={value!r} must be >= 1 (a budget below one step trains nothing)")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"TrainConfig.max_minutes={self.max_minutes!r} must be > 0")
         for name in ("weight_decay", "warmup_steps", "grad_clip", "checkpoint_every", "holdout", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 0")
@@ -57,7 +60,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
-
 
 
 def train_config(model_name: str, **options) -> TrainConfig:

@@ -60,7 +60,8 @@ class Trainer:
             model_name, model_config = saved["model"], saved["model_config"]
             config = dataclasses.replace(TrainConfig(**{**saved["train"], "betas": tuple(saved["train"]["betas"])}),
                                          epochs=config.epochs or saved["train"]["epochs"],
-                                         max_steps=config.max_steps or saved["train"]["max_steps"])
+                                         max_steps=config.max_steps or saved["train"]["max_steps"],
+                                         max_minutes=config.max_minutes or saved["train"].get("max_minutes"))
         config.validate()
         self.config, self.model_name = config, model_name
         # Several processes on a machine without GPUs (torchrun, `accelerate launch --multi_gpu`): gloo on the CPU.
@@ -106,7 +107,7 @@ class Trainer:
         self.ema = ema_model(self.unwrapped, config.ema_decay) if config.ema_decay else None
         self.data = self.train_split.images.to(self.accelerator.device)
         self.labels = None if self.train_split.labels is None else self.train_split.labels.to(self.accelerator.device)
-        self.step, self.seconds_before, self.fit_started = 0, 0.0, None
+        self.step, self.seconds_before, self.fit_started, self.time_capped = 0, 0.0, None, False
         self.best = Selection()
         self.symptoms = SymptomWatch(enabled=self.is_main)
         if resume:
@@ -175,7 +176,12 @@ class Trainer:
                     tick, examples = time.perf_counter(), 0
                 due = (self.step % config.checkpoint_every == 0 if config.checkpoint_every
                        else self.step % self.steps_per_epoch == 0)
-                if (due or self.step == self.total_steps) and self.checkpoint():
+                self.time_capped = self.over_time_cap()
+                if (due or self.time_capped or self.step == self.total_steps) and self.checkpoint():
+                    break
+                if self.time_capped:
+                    tqdm.write(f"genzoo: stopping at step {self.step:,} of {self.total_steps:,}: the "
+                               f"{config.max_minutes:g}-minute cap on training time is reached", file=sys.stderr)
                     break
         finally:  # also on Ctrl-C: the bar ends its line before any message
             progress.close()
@@ -193,7 +199,7 @@ class Trainer:
                 self.symptoms.warnings.append(message)
                 tqdm.write(f"genzoo: warning: {message}", file=sys.stderr)
         summary = {"steps": self.step, "epochs": self.step / self.steps_per_epoch, "last": log.last_row,
-                   "seconds": self.train_seconds(), "warnings": self.symptoms.warnings}
+                   "seconds": self.train_seconds(), "warnings": self.symptoms.warnings, "time_capped": self.time_capped}
         if self.holdout_split is not None:
             summary["selection"] = {"holdout": len(self.holdout_split), "holdout_source": self.holdout_split.source,
                                     "iw_samples": config.holdout_iw_samples, "best_nats": self.best.nats,
@@ -223,6 +229,13 @@ class Trainer:
         idx = idx.to(self.data.device)
         x = prepare(self.data[idx], self.info, self.unwrapped.input_kind, train=True)
         return x.contiguous(memory_format=self.memory_format), None if self.labels is None else self.labels[idx]
+
+    def over_time_cap(self) -> bool:
+        """Whether the training time passed ``max_minutes`` on any process (so that all stop together)."""
+        if not self.config.max_minutes:
+            return False
+        over = torch.tensor(float(self.train_seconds() > 60 * self.config.max_minutes), device=self.accelerator.device)
+        return self.accelerator.reduce(over, "sum").item() > 0
 
     def train_seconds(self) -> float:
         """Wall-clock training time of the whole run, across resumes."""

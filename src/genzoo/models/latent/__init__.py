@@ -7,5 +7,6 @@ from genzoo.models.latent.cvae import CVAE
 from genzoo.models.latent.dvae import DVAE
 from genzoo.models.latent.iwae import IWAE
 from genzoo.models.latent.vae import VAE
+from genzoo.models.latent.recipes import RECIPES
 
 MODELS = [AutoEncoder, VAE, CVAE, DVAE, IWAE, AdversarialAutoencoder, AVB]
