@@ -1,0 +1,202 @@
+"""`genzoo bench`, its results file and its tables: one model per family, a few steps, on both kinds of data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genzoo import figures
+from genzoo.bench import runner
+from genzoo.bench.records import (
+    RESULTS_FILE,
+    ResultsError,
+    append_record,
+    import_run,
+    read_results,
+    record_key,
+)
+from genzoo.bench.tables import regenerate_readme, render
+from genzoo.cli import main as genzoo
+from genzoo.cli import render_table_command
+from genzoo.models.registry import MODELS, RECIPES
+
+ONE_PER_FAMILY = {"digits": "vae,gan,made", "eight-gaussians": "vae,gan,made"}
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def bench(out: Path, data: str, models: str, steps: int = 3, *extra: str) -> list[dict]:
+    assert genzoo(["bench", "--data", data, "--models", models, "--max-steps", str(steps), "--out", str(out),
+                   *extra]) == 0
+    return read_results(out / RESULTS_FILE)
+
+
+@pytest.fixture(scope="module")
+def digits_bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-digits")
+    return out, bench(out, "digits", ONE_PER_FAMILY["digits"])
+
+
+@pytest.mark.parametrize("data", ["digits", "eight-gaussians"])
+def test_a_tiny_bench_records_every_metric_with_its_kind_and_provenance(data, digits_bench, tmp_path):
+    out, records = digits_bench if data == "digits" else (tmp_path, bench(tmp_path, data, ONE_PER_FAMILY[data]))
+    assert [r["model"] for r in records] == ["vae", "gan", "made"]
+    assert [r["family"] for r in records] == ["latent", "adversarial", "autoregressive"]
+    vae, gan, made = records
+    for r in records:
+        assert r["status"] == "ok" and r["dataset"] == data and r["split"] == "test" and r["subset"] is None
+        assert r["training"]["steps"] == 3 and r["training"]["budget_override"] == 3
+        recipe = f"{r['model']}-{'default' if data == 'digits' else 'arena'}"  # the arena has short recipes
+        assert r["recipe"] == recipe and r["command"].startswith(f"genzoo train {r['model']} --recipe {recipe}")
+        env = r["environment"]
+        assert env["genzoo_version"] and env["threads"] >= 1 and env["device"].startswith("cpu")
+        assert r["provenance"]["source"] == "bench" and Path(r["provenance"]["run_dir"]).is_dir()
+        assert all(m["kind"] in ("exact", "lower_bound", "estimate", "sample", "diagnostic")
+                   for m in r["metrics"].values())
+    assert vae["likelihood"] == "lower_bound" and vae["metrics"]["nll_nats"]["kind"] == "lower_bound"
+    draws = MODELS["vae"].eval_defaults.draws if data == "digits" else RECIPES["vae-arena"].eval_draws
+    assert vae["estimator"]["draws"] == draws and vae["metrics"]["nll_nats"]["std_err"] > 0
+    assert made["likelihood"] == "exact" and made["metrics"]["nll_nats"]["kind"] == "exact"
+    assert gan["likelihood"] == "unavailable" and "nll_nats" not in gan["metrics"]
+    sample_keys = {"digits": ("fd", "kid", "precision", "recall"),
+                   "eight-gaussians": ("sliced_wasserstein", "mmd2", "histogram_kl_nats")}[data]
+    for r in records:
+        assert all(r["metrics"][k]["kind"] == "sample" for k in sample_keys)
+    if data == "eight-gaussians":
+        assert made["metrics"]["kl_nats"]["kind"] == "exact" and made["metrics"]["kl_nats"]["std_err"] > 0
+
+
+def test_every_model_has_a_row_on_a_dataset_or_a_reason_why_not():
+    for data in ("digits", "eight-gaussians"):
+        entries = runner.plan(data, "all")
+        assert {e.model for e in entries} == set(MODELS)
+        for e in entries:
+            assert (e.recipe is None) == (e.reason is not None)
+    skipped = {e.model: e.reason for e in runner.plan("eight-gaussians", "all") if e.reason}
+    assert set(skipped) == {"cvae", "dcgan", "cgan", "pixelcnn", "gated-pixelcnn", "pixelrnn"}
+    assert "needs class labels" in skipped["cvae"] and "models images" in skipped["pixelcnn"]
+
+
+def test_a_recipe_that_starts_from_another_runs_after_it():
+    names = [e.recipe.name for e in runner.plan("binarized_mnist", recipes=["iwae-gated-finetuned"])]
+    assert names == ["vae-gated-selected", "vae-gated-finetuned", "iwae-gated-finetuned"]
+    full = [e.recipe.name for e in runner.plan("binarized_mnist", "vae,iwae", "full")]
+    assert full == ["vae-vamp-cosine", "iwae-vamp-gentle"]
+
+
+def test_an_interrupted_bench_resumes_to_the_same_records(digits_bench, tmp_path, monkeypatch):
+    _, uninterrupted = digits_bench
+    out = tmp_path / "bench"
+    real_call = figures.SamplesOverTraining.__call__
+
+    def interrupt_in_made(self, trainer):  # after made's first checkpoint (9 steps of 1,257 / 128)
+        real_call(self, trainer)
+        if trainer.model_name == "made":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures.SamplesOverTraining, "__call__", interrupt_in_made)
+    assert genzoo(["bench", "--data", "digits", "--models", ONE_PER_FAMILY["digits"], "--max-steps", "20",
+                   "--out", str(out)]) == 130
+    assert [r["model"] for r in read_results(out / RESULTS_FILE)] == ["vae", "gan"]  # the finished rows are kept
+    monkeypatch.undo()
+    resumed = bench(out, "digits", ONE_PER_FAMILY["digits"], 20)
+    reference = bench(tmp_path / "reference", "digits", ONE_PER_FAMILY["digits"], 20)
+    assert len(resumed) == 3
+    for a, b in zip(resumed, reference):
+        assert a["training"]["steps"] == b["training"]["steps"] == 20
+        assert a["metrics"] == b["metrics"]
+    assert len(read_results(out / RESULTS_FILE)) == 3  # a finished bench adds nothing when run again
+    bench(out, "digits", ONE_PER_FAMILY["digits"], 20)
+    assert len(read_results(out / RESULTS_FILE)) == 3
+
+
+def test_a_half_written_last_line_is_skipped_with_a_warning_and_dropped_on_append(digits_bench, tmp_path, capsys):
+    source, records = digits_bench
+    path = tmp_path / RESULTS_FILE
+    text = (source / RESULTS_FILE).read_text()
+    path.write_text(text + text.splitlines()[0][:40])
+    assert read_results(path) == records
+    assert "line 4 is half-written" in capsys.readouterr().err
+    append_record(path, records[0])
+    assert "dropping the half-written last line" in capsys.readouterr().err
+    assert read_results(path) == [*records, records[0]]
+    path.write_text(text.splitlines()[0][:40] + "\n" + text)
+    with pytest.raises(ResultsError, match="line 1 is not a JSON record"):
+        read_results(path)
+
+
+def test_a_record_of_another_schema_names_its_version(digits_bench, tmp_path):
+    source, records = digits_bench
+    path = tmp_path / RESULTS_FILE
+    path.write_text(json.dumps({**records[0], "schema": 2}) + "\n")
+    with pytest.raises(ResultsError, match=r"line 1 was written by genzoo .* with results schema 2; this genzoo "
+                                           r"reads schema 1"):
+        read_results(path)
+    path.write_text('{"model": "vae"}\n')
+    with pytest.raises(ResultsError, match="not a genzoo results record"):
+        read_results(path)
+
+
+def test_import_turns_a_trained_run_into_a_record_with_its_provenance(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert genzoo(["train", "vae", "--max-steps", "3", "--hidden-dim", "16", "--out", str(run),
+                   "--eval-metrics", "nll", "--eval-draws", "4"]) == 0
+    assert genzoo(["bench", "import", str(run), "--out", str(tmp_path / "b")]) == 0
+    record, = read_results(tmp_path / "b" / RESULTS_FILE)
+    assert record["provenance"] == {"source": "import", "run_dir": str(run.resolve()), "evaluation_file": "metrics.json"}
+    assert record["estimator"]["draws"] == 4 and record["training"]["steps"] == 3
+    assert record["command"] == "genzoo train vae --data digits --max-steps 3 --set hidden_dim=16"
+    assert genzoo(["eval", str(run), "--draws", "6", "--metrics", "nll"]) == 0  # a later evaluation is preferred
+    assert import_run(run)["estimator"]["draws"] == 6
+    with pytest.raises(ValueError, match="was not trained by recipe vae-short: .*batch_size 128 \\(recipe: 100\\)"):
+        import_run(run, RECIPES["vae-short"])
+    assert genzoo(["bench", "import", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]) == 1
+    assert "is not a genzoo run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "digits", "--models", "vae,nope"], "unknown model(s) nope in --models; choose 'all' or from: ae"),
+    (["--data", "eight-gaussians", "--models", "pixelcnn"], "pixelcnn does not apply to eight-gaussians"),
+    (["--data", "digits", "--recipes", "nope"], "unknown recipe 'nope'"),
+    (["--data", "digits", "--recipes", "vae-short"], "recipe vae-short is for binarized_mnist, not digits"),
+    (["--data", "digits", "--max-steps", "0"], "a budget below one optimizer step trains nothing"),
+    (["--data", "nope"], "unknown dataset 'nope'"),
+])
+def test_bad_bench_input_fails_in_one_line(argv, message, tmp_path, capsys):
+    assert genzoo(["bench", *argv, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / RESULTS_FILE).exists()
+
+
+def kinds_records() -> list[dict]:
+    base = {"schema": 1, "status": "ok", "dataset": "binarized_mnist", "family": "latent", "training": {}}
+    return [{**base, "model": model, "recipe": model, "likelihood": kind,
+             "metrics": {"nll_nats": {"value": value, "kind": kind}}}
+            for model, kind, value in (("a", "lower_bound", 90.0), ("b", "exact", 80.0), ("c", "estimate", 85.0))]
+
+
+def test_a_ranking_marks_each_kind_of_likelihood():
+    table = render(kinds_records(), view="likelihood", sort="nll_nats").splitlines()
+    rows = [line.split(" | ") for line in table[2:5]]
+    assert [row[0] for row in rows] == ["| b", "| c", "| a"]  # ranked by value, exact first here
+    assert [row[5] for row in rows] == ["80.00", "≈ 85.00", "≤ 90.00"]
+    legend = table[-1]
+    assert "plain: exact" in legend and "≤: an upper bound" in legend and "≈: an estimate that is no bound" in legend
+    csv = render(kinds_records(), fmt="csv").splitlines()
+    assert csv[0].split(",")[12:15] == ["nll_nats", "nll_nats_kind", "nll_nats_std_err"]
+    assert [line.split(",")[13] for line in csv[1:]] == ["lower_bound", "exact", "estimate"]
+
+
+def test_a_later_record_of_the_same_run_supersedes_the_earlier(digits_bench):
+    _, records = digits_bench
+    newer = {**records[0], "metrics": {"nll_nats": {"value": 1.0, "kind": "exact"}}}
+    assert record_key(newer) == record_key(records[0])
+    table = render([*records, newer], view="likelihood")
+    assert table.count("| vae |") == 1 and "| 1.00 |" in table
+
+
+def test_the_readme_tables_agree_with_the_results_file():
+    _, changed = regenerate_readme(README, render_table_command)
+    assert not changed, f"README tables at lines {changed} disagree with the results: run `genzoo bench readme`"
