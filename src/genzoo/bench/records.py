@@ -114,8 +114,15 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
     info = DataInfo.from_dict(config["data"])
     train = TrainConfig(**{**config["train"], "betas": tuple(config["train"]["betas"])})
     model = config["model"]
-    if recipe is None and trained.get("recipe"):
+    notes = None
+    if recipe is None and trained.get("recipe"):  # trained with --recipe: the recipe, unless flags changed it
         recipe = RECIPES.get(trained["recipe"]["name"])
+        try:
+            check_trained_by(config, recipe, run_dir)
+        except (ValueError, AttributeError):
+            recipe, notes = None, f"trained with --recipe {trained['recipe']['name']} and other options"
+    if recipe is not None and budget_override is None and train.max_steps != recipe.steps:
+        budget_override = train.max_steps or trained.get("train_steps")
     if recipe is not None:
         command = " ".join(["genzoo train", model, "--recipe", recipe.name, "--data", info.name,
                             *(["--max-steps", str(budget_override)] if budget_override else []),
@@ -147,7 +154,7 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
         "eval_seconds": eval_seconds, "seed": train.seed,
         "environment": trained.get("environment"), "command": command,
         "reference": None if recipe is None or recipe.reference is None else dataclasses.asdict(recipe.reference),
-        "provenance": provenance, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "notes": None,
+        "provenance": provenance, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "notes": notes,
     }
     return record
 
@@ -167,6 +174,12 @@ def record_key(record: dict) -> tuple:
     budget = (record.get("training") or {}).get("budget_override")
     return (record["model"], record.get("recipe"), record.get("recipe_version"), record["dataset"], budget,
             record.get("seed", 0))
+
+
+def entry_key(model: str, recipe: Recipe | None, data: str, budget_override: int | None, seed: int) -> tuple:
+    """The ``record_key`` that a bench entry's record will have."""
+    return (model, None if recipe is None else recipe.name, None if recipe is None else recipe.version, data,
+            budget_override, seed)
 
 
 def read_results(path: str | Path) -> list[dict]:

@@ -15,13 +15,22 @@ bench's), and a trained run is only evaluated.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from genzoo import checkpoint
-from genzoo.bench.records import RESULTS_FILE, append_record, read_results, record_key, run_record, status_record
+from genzoo.bench.records import (
+    RESULTS_FILE,
+    append_record,
+    entry_key,
+    read_results,
+    record_key,
+    run_record,
+    status_record,
+)
 from genzoo.data.registry import dataset_info, load_split
 from genzoo.evaluate.likelihood import likelihood_metrics
 from genzoo.evaluate.metrics import parse_metrics, run_metrics
@@ -67,17 +76,18 @@ def plan(data: str, models: str = "all", recipe_set: str = "short", recipes: lis
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)} in --models; choose 'all' or from: "
                          f"{', '.join(MODELS)}")
-    entries = []
+    entries: list[Entry] = []
     for name in names:
         reason = not_applicable(name, data)
         if reason and models != "all":
             raise ValueError(f"{name} does not apply to {data}: {reason}")
         if reason:
             entries.append(Entry(name, None, reason))
-        else:
-            entries += [Entry(r.model, r) for r in with_dependencies(recipes_for(name, data, recipe_set))]
-    seen: set[str] = set()
-    return [e for e in entries if e.recipe is None or not (e.recipe.name in seen or seen.add(e.recipe.name))]
+            continue
+        for r in with_dependencies(recipes_for(name, data, recipe_set)):
+            if all(e.recipe != r for e in entries):  # a recipe another one starts from runs once
+                entries.append(Entry(r.model, r))
+    return entries
 
 
 def with_dependencies(chosen: list[Recipe]) -> list[Recipe]:
@@ -108,7 +118,8 @@ def train_entry(r: Recipe, data: str, run_dir: Path, max_steps: int | None, data
     if run_dir.exists() and not resume:  # stopped before its first checkpoint: nothing to resume
         aside = run_dir.with_name(f"{run_dir.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(run_dir, aside)
-        print(f"genzoo: {run_dir} stopped before its first checkpoint; moved it to {aside.name} and starting again")
+        print(f"genzoo: {run_dir} stopped before its first checkpoint; moved it to {aside.name}, starting afresh",
+              file=sys.stderr)
     flags = [*r.train_flags(max_steps), "--data", data, "--seed", str(seed),
              *(["--data-root", data_root] if data_root else []),
              *(["--init-from", str(run_dir_of(out, data, r.init_from, max_steps))] if r.init_from else [])]
@@ -170,8 +181,7 @@ def run_bench(data: str, models: str = "all", recipe_set: str = "short", recipes
     new = []
     for number, entry in enumerate(entries, 1):
         label = f"[{number}/{len(entries)}] {entry.model} ({entry.recipe.name if entry.recipe else 'not run'}) on {data}"
-        probe = status_record(entry.model, data, entry.recipe, "ok", "", max_steps, provenance)
-        if record_key({**probe, "seed": seed}) in done:
+        if entry_key(entry.model, entry.recipe, data, max_steps, seed) in done:
             say(f"{label}: already in {results}")
             continue
         if entry.reason:

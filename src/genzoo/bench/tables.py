@@ -92,12 +92,16 @@ def reference_cell(record: dict) -> str:
 
 
 def recipe_cell(record: dict) -> str:
+    """The recipe (and its version past 1); † when the numbers were transcribed, not measured by this code."""
     if record["status"] != "ok":
         return f"not run: {record['reason']}" if record["status"] == "skipped" else f"failed: {record['reason']}"
-    if record.get("recipe") is None:
-        return "-"
     version = f" v{record['recipe_version']}" if (record.get("recipe_version") or 1) > 1 else ""
-    return f"`{record['recipe']}`{version}"
+    name = "-" if record.get("recipe") is None else f"`{record['recipe']}`{version}"
+    return name + (" †" if transcribed(record) else "")
+
+
+def transcribed(record: dict) -> bool:
+    return (record.get("provenance") or {}).get("source") == "transcribed"
 
 
 def text(key: str, fallback: str = "-") -> Callable[[dict], str]:
@@ -166,7 +170,8 @@ def default_view(rows: list[dict]) -> str:
 
 
 def markdown(rows: list[dict], view: str) -> str:
-    columns = COLUMNS[view]
+    """The view's columns, and a "notes" column when a record has notes."""
+    columns = COLUMNS[view] + ([Column("notes", text("notes", ""))] if any(r.get("notes") for r in rows) else [])
     lines = ["| " + " | ".join(c.header for c in columns) + " |",
              "|" + "|".join("---:" if c.numeric else "---" for c in columns) + "|"]
     for record in rows:
@@ -175,11 +180,14 @@ def markdown(rows: list[dict], view: str) -> str:
     kinds = sorted({entry["kind"] for r in rows for entry in r.get("metrics", {}).values()
                     if entry["kind"] in KIND_MARKS} | {r["likelihood"] for r in rows if r.get("likelihood") in KIND_MARKS},
                    key=list(KIND_MARKS).index)
+    notes = []
     if any(c.header.startswith(("NLL", "test NLL")) for c in columns) and kinds:
-        lines.append("")
-        lines.append("Likelihood marks: " + "; ".join(KIND_LEGEND[k] for k in kinds) + ". ± is the estimator's "
-                     "standard error (KID: the spread over subsets).")
-    return "\n".join(lines)
+        notes.append("Likelihood marks: " + "; ".join(KIND_LEGEND[k] for k in kinds) + ".")
+    if any("std_err" in entry or "spread" in entry for r in rows for entry in r.get("metrics", {}).values()):
+        notes.append("±: the estimator's standard error (KID: the spread over 100 subsets).")
+    if copied := next((r for r in rows if transcribed(r)), None):
+        notes.append(f"†: transcribed from {copied['provenance']['from']}; the run directory was not kept.")
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def csv_text(rows: list[dict]) -> str:

@@ -10,14 +10,15 @@ from genzoo.models.recipes import Recipe, Reference
 
 BINARIZED = ("binarized_mnist",)
 ARENA = ("eight-gaussians", "checkerboard", "two-moons", "rings")
-PYTHAE = "pythae's reproducibility table (Chadebec et al. 2022), trained for thousands of GPU epochs"
+PYTHAE = "pythae's reproductions, Chadebec et al. 2022"
+THOUSANDS = "trained for thousands of GPU epochs"
 MLP_512 = "MLP 784-512-512-(2x32), ReLU, Bernoulli"
 MLP_200 = "MLP 784-200-200-(2x50) (Burda et al.'s sizes), k = 50, bf16 training"
 GATED_300 = "MLP 784-300-300-(2x40), gated units, KL warm-up over 100 epochs, lr 5e-4, early stopping on 10,000 held-out"
-VAE_REFERENCE = Reference(89.78, "nll_nats", PYTHAE, "VAE, N(0, I) prior")
-IWAE_REFERENCE = Reference(86.82, "nll_nats", PYTHAE, "IWAE k = 50, N(0, I) prior")
-VAMP_REFERENCE = Reference(85.57, "nll_nats", "Tomczak & Welling 2018, Table 2 (VAE + VampPrior, static MNIST)",
-                           "converged on a GPU")
+VAE_REFERENCE = Reference(89.78, "nll_nats", PYTHAE, f"VAE, N(0, I) prior; {THOUSANDS}")
+IWAE_REFERENCE = Reference(86.82, "nll_nats", PYTHAE, f"IWAE k = 50, N(0, I) prior; {THOUSANDS}")
+VAMP_REFERENCE = Reference(85.57, "nll_nats", "Tomczak & Welling 2018, Table 2",
+                           "VAE + VampPrior, one stochastic layer, static MNIST; converged on a GPU")
 SELECTED = ("--holdout", "10000", "--patience", "50", "--set", "kl_warmup_steps=40000")
 GATED = ("--batch-size", "100", "--hidden-dim", "300", "--latent-dim", "40", "--activation", "gated")
 
