@@ -85,7 +85,7 @@ def test_a_recipe_that_starts_from_another_runs_after_it():
     assert full == ["vae-vamp-cosine", "iwae-vamp-gentle"]
 
 
-def test_an_interrupted_bench_resumes_to_the_same_records(digits_bench, tmp_path, monkeypatch):
+def test_an_interrupted_bench_resumes_to_the_same_records(digits_bench, tmp_path, monkeypatch, capsys):
     _, uninterrupted = digits_bench
     out = tmp_path / "bench"
     real_call = figures.SamplesOverTraining.__call__
@@ -98,6 +98,7 @@ def test_an_interrupted_bench_resumes_to_the_same_records(digits_bench, tmp_path
     monkeypatch.setattr(figures.SamplesOverTraining, "__call__", interrupt_in_made)
     assert genzoo(["bench", "--data", "digits", "--models", ONE_PER_FAMILY["digits"], "--max-steps", "20",
                    "--out", str(out)]) == 130
+    assert "kept (resume: run the same command)" in capsys.readouterr().err
     assert [r["model"] for r in read_results(out / RESULTS_FILE)] == ["vae", "gan"]  # the finished rows are kept
     monkeypatch.undo()
     resumed = bench(out, "digits", ONE_PER_FAMILY["digits"], 20)
@@ -200,3 +201,21 @@ def test_a_later_record_of_the_same_run_supersedes_the_earlier(digits_bench):
 def test_the_readme_tables_agree_with_the_results_file():
     _, changed = regenerate_readme(README, render_table_command)
     assert not changed, f"README tables at lines {changed} disagree with the results: run `genzoo bench readme`"
+
+
+def test_past_the_evaluation_cap_the_nll_is_taken_on_a_fixed_random_subset_and_said(tmp_path):
+    made, = bench(tmp_path, "eight-gaussians", "made", 3, "--eval-minutes", "1e-6")
+    assert made["num_examples"] == runner.PROBE_EXAMPLES
+    assert made["subset"].startswith(f"the NLL on a fixed random {runner.PROBE_EXAMPLES} of the 10,000 test examples")
+    assert made["subset"].endswith("past the 1e-06-minute evaluation cap")
+    assert made["metrics"]["sliced_wasserstein"]["value"] is not None  # sample metrics keep the whole split
+
+
+def test_the_wall_clock_cap_stops_training_with_a_checkpoint_and_resumes_past_it(tmp_path):
+    from genzoo.train.loop import train
+
+    out = tmp_path / "run"
+    _, summary = train("vae", out, {"hidden_dim": 8, "latent_dim": 2}, max_steps=30, max_minutes=1e-9)
+    assert summary["time_capped"] and summary["steps"] == 1 and (out / "train_state.safetensors").exists()
+    _, summary = train("vae", out, resume=True, max_steps=30, max_minutes=60)
+    assert not summary["time_capped"] and summary["steps"] == 30

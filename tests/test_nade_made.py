@@ -14,7 +14,7 @@ import pytest
 import torch
 from autoregressive_checks import check_autoregressive
 
-from genzoo.cli import parse_value
+from genzoo.train.flags import parse_value
 from genzoo.data.core import DataInfo
 from genzoo.evaluate.completion import parse_mask
 from genzoo.models.autoregressive.made import check_masks, hidden_degrees, MADE, made_masks, MADEConfig

@@ -42,7 +42,7 @@ def test_a_recipe_builds_its_model_on_each_of_its_datasets(name):
     for data in r.data:
         model_options, config = parse_train_flags(r.model, [*r.train_flags(), "--data", data])
         config.validate()
-        assert config.max_steps == r.steps and config.data == data
+        assert config.max_steps == r.steps and config.max_minutes == r.max_minutes and config.data == data
         build_model(r.model, dataset_info(data), model_options)
     if r.init_from:
         assert set(r.data) <= set(RECIPES[r.init_from].data)

@@ -5,7 +5,7 @@ The public API is imported lazily (PEP 562), so that ``genzoo list`` and ``--hel
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = {
     "load_run": "genzoo.models.registry",

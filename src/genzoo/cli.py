@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from genzoo import checkpoint, figures
 from genzoo.bench.records import RESULTS_FILE, append_record, import_run, read_results
 from genzoo.bench.runner import run_bench
@@ -100,8 +102,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    import torch
-
     model, _ = load_run(Path(args.run_dir))
     labels = None
     if args.label is not None:
@@ -157,8 +157,6 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    import torch
-
     if args.data is None:
         raise ValueError("genzoo bench needs --data DATASET (genzoo list shows them), or a subcommand: import, "
                          "table, readme")
@@ -341,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genzoo: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        resume = "run the same command" if argv[:1] == ["bench"] else "--resume"
-        print(f"genzoo: interrupted; the finished records and the last checkpoint are kept (resume: {resume})",
-              file=sys.stderr)
+        kept = ("the finished records and the last checkpoint are kept (resume: run the same command)"
+                if argv[:1] == ["bench"] else "the last checkpoint is kept (resume with --resume)")
+        print(f"genzoo: interrupted; {kept}", file=sys.stderr)
         return 130
     return 0
 

@@ -133,14 +133,15 @@ COLUMNS = {
               Column("KL(data‖model) (nats)", value_cell("kl_nats", 3), True),
               Column("sliced W2", value_cell("sliced_wasserstein", 3), True),
               Column("MMD²", value_cell("mmd2", 4), True),
-              Column("histogram KL (nats)", value_cell("histogram_kl_nats", 3), True), Column("budget", budget_cell)],
+              Column("histogram KL (nats)", value_cell("histogram_kl_nats", 3), True), Column("budget", budget_cell),
+              Column("command", command_cell)],
     "overview": [Column("model", text("model")), Column("family", text("family")), Column("recipe", recipe_cell),
                  Column("likelihood", likelihood_kind), NLL,
                  Column("bits/dim", value_cell("bits_per_dim", 4, error=False), True),
                  Column("FD", value_cell("fd", 1), True), Column("KID", kid_cell, True),
                  Column("precision", value_cell("precision", 3), True), Column("recall", value_cell("recall", 3), True),
                  Column("conditional accuracy", value_cell("conditional_accuracy", 3), True),
-                 Column("budget", budget_cell)],
+                 Column("budget", budget_cell), Column("command", command_cell)],
 }
 
 
@@ -193,8 +194,9 @@ def markdown(rows: list[dict], view: str) -> str:
 def csv_text(rows: list[dict]) -> str:
     """Every record flat: the metrics as value, kind and standard-error columns."""
     metric_keys = list(dict.fromkeys(k for r in rows for k in r.get("metrics", {})))
-    header = ["model", "family", "recipe", "recipe_version", "dataset", "data_treatment", "split", "num_examples",
+    fields = ["model", "family", "recipe", "recipe_version", "dataset", "data_treatment", "split", "num_examples",
               "subset", "status", "reason", "likelihood"]
+    header = list(fields)
     for key in metric_keys:
         header += [key, f"{key}_kind", f"{key}_std_err"]
     header += ["steps", "epochs", "train_seconds", "eval_seconds", "threads", "device", "seed", "genzoo_version",
@@ -204,7 +206,7 @@ def csv_text(rows: list[dict]) -> str:
     writer.writerow(header)
     for r in rows:
         training, env, ref = r.get("training") or {}, r.get("environment") or {}, r.get("reference") or {}
-        row = [r.get(k) for k in header[:12]]
+        row = [r.get(k) for k in fields]
         for key in metric_keys:
             entry = r["metrics"].get(key) or {}
             row += [entry.get("value"), entry.get("kind"), entry.get("std_err", entry.get("spread"))]

@@ -62,12 +62,8 @@ class Recipe:
     def train_flags(self, max_steps: int | None = None) -> list[str]:
         """The recipe's flags and its budget (``max_steps`` overrides it): what follows ``train MODEL``."""
         steps = max_steps or self.steps
-        return [*self.flags, *(["--max-steps", str(steps)] if steps else [])]
-
-    def command(self, data: str) -> str:
-        """The `genzoo train` command the recipe stands for (data files aside)."""
-        init = " --init-from RUN" if self.init_from else ""
-        return " ".join(["genzoo train", self.model, "--data", data, *self.train_flags()]) + init
+        cap = ["--max-minutes", f"{self.max_minutes:g}"] if self.max_minutes else []
+        return [*self.flags, *(["--max-steps", str(steps)] if steps else []), *cap]
 
 
 def default_recipe(model: str, data: str) -> Recipe:
