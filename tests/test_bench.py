@@ -219,3 +219,19 @@ def test_the_wall_clock_cap_stops_training_with_a_checkpoint_and_resumes_past_it
     assert summary["time_capped"] and summary["steps"] == 1 and (out / "train_state.safetensors").exists()
     _, summary = train("vae", out, resume=True, max_steps=30, max_minutes=60)
     assert not summary["time_capped"] and summary["steps"] == 30
+
+
+def test_a_run_that_fails_is_recorded_with_its_error_and_the_bench_goes_on(tmp_path, monkeypatch):
+    from genzoo.train.loop import TrainingDiverged
+
+    real_train = runner.train_entry
+
+    def diverge_in_vae(r, *args):
+        if r.model == "vae":
+            raise TrainingDiverged("training stopped at step 2: loss term 'kl' (phase 'model') is nan")
+        return real_train(r, *args)
+
+    monkeypatch.setattr(runner, "train_entry", diverge_in_vae)
+    vae, made = bench(tmp_path, "digits", "vae,made", 2)
+    assert vae["status"] == "failed" and "loss term 'kl'" in vae["reason"] and made["status"] == "ok"
+    assert "| vae | failed: training stopped at step 2" in render([vae, made], view="likelihood")

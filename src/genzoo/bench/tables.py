@@ -184,7 +184,7 @@ def markdown(rows: list[dict], view: str) -> str:
     notes = []
     if any(c.header.startswith(("NLL", "test NLL")) for c in columns) and kinds:
         notes.append("Likelihood marks: " + "; ".join(KIND_LEGEND[k] for k in kinds) + ".")
-    if any("std_err" in entry or "spread" in entry for r in rows for entry in r.get("metrics", {}).values()):
+    if any(" ± " in line for line in lines[2:]):
         notes.append("±: the estimator's standard error (KID: the spread over 100 subsets).")
     if copied := next((r for r in rows if transcribed(r)), None):
         notes.append(f"†: transcribed from {copied['provenance']['from']}; the run directory was not kept.")
