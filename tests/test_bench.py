@@ -47,8 +47,11 @@ def test_a_tiny_bench_records_every_metric_with_its_kind_and_provenance(data, di
     for r in records:
         assert r["status"] == "ok" and r["dataset"] == data and r["split"] == "test" and r["subset"] is None
         assert r["training"]["steps"] == 3 and r["training"]["budget_override"] == 3
-        recipe = f"{r['model']}-{'default' if data == 'digits' else 'arena'}"  # the arena has short recipes
-        assert r["recipe"] == recipe and r["command"].startswith(f"genzoo train {r['model']} --recipe {recipe}")
+        if data == "digits":  # no recipes: each model's defaults, which `genzoo train MODEL` trains
+            assert r["recipe"] == f"{r['model']}-default"
+            assert r["command"] == f"genzoo train {r['model']} --data digits --max-steps 3"
+        else:  # the arena's short recipes
+            assert r["command"] == f"genzoo train {r['model']} --recipe {r['model']}-arena --data {data} --max-steps 3"
         env = r["environment"]
         assert env["genzoo_version"] and env["threads"] >= 1 and env["device"].startswith("cpu")
         assert r["provenance"]["source"] == "bench" and Path(r["provenance"]["run_dir"]).is_dir()

@@ -124,7 +124,8 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
     if recipe is not None and budget_override is None and train.max_steps != recipe.steps:
         budget_override = train.max_steps or trained.get("train_steps")
     if recipe is not None:
-        command = " ".join(["genzoo train", model, "--recipe", recipe.name, "--data", info.name,
+        by_name = ["--recipe", recipe.name] if recipe.name in RECIPES else []  # a model's defaults have no name to give
+        command = " ".join(["genzoo train", model, *by_name, "--data", info.name,
                             *(["--max-steps", str(budget_override)] if budget_override else []),
                             *(["--init-from", "RUN"] if recipe.init_from else [])])
     else:
