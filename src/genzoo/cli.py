@@ -163,8 +163,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "genzoo " + " ".join(shlex.quote(a) for a in args.argv)
-    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
-    run_bench(args.data, args.models, args.recipe_set, recipes, args.max_steps, args.out, args.data_root,
+    run_bench(args.data, args.models, args.recipe_set, names(args.recipes), args.max_steps, args.out, args.data_root,
               args.eval_minutes, args.seed, command)
     print(render(read_results(Path(args.out) / RESULTS_FILE), data=[args.data]))
 
@@ -189,11 +188,15 @@ def add_table_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sort", help="rank by this metric (e.g. nll_nats, fd); marks keep the kinds apart")
 
 
+def names(text: str | None) -> list[str] | None:
+    """"a, b" -> ["a", "b"]; None or "" -> None."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
 def table_text(args: argparse.Namespace, base: Path = Path(".")) -> str:
-    split = lambda text: [s.strip() for s in text.split(",") if s.strip()] if text else None  # noqa: E731
     records = read_results(base / args.results)
-    return render(records, args.format, args.view, data=split(args.data), families=split(args.family),
-                  models=split(args.models), recipes=split(args.recipes), sort=args.sort)
+    return render(records, args.format, args.view, data=names(args.data), families=names(args.family),
+                  models=names(args.models), recipes=names(args.recipes), sort=args.sort)
 
 
 def render_table_command(arguments: list[str], base: Path) -> str:
