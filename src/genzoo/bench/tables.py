@@ -185,7 +185,8 @@ def markdown(rows: list[dict], view: str) -> str:
     if any(c.header.startswith(("NLL", "test NLL")) for c in columns) and kinds:
         notes.append("Likelihood marks: " + "; ".join(KIND_LEGEND[k] for k in kinds) + ".")
     if any(" ± " in line for line in lines[2:]):
-        notes.append("±: the estimator's standard error (KID: the spread over 100 subsets).")
+        kid = "; KID's, the spread over 100 subsets" if any(c.header == "KID" for c in columns) else ""
+        notes.append(f"±: the estimator's standard error{kid}.")
     if copied := next((r for r in rows if transcribed(r)), None):
         notes.append(f"†: transcribed from {copied['provenance']['from']}; the run directory was not kept.")
     return "\n".join(lines + ([""] + notes if notes else []))
