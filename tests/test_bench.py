@@ -238,3 +238,17 @@ def test_a_run_that_fails_is_recorded_with_its_error_and_the_bench_goes_on(tmp_p
     vae, made = bench(tmp_path, "digits", "vae,made", 2)
     assert vae["status"] == "failed" and "loss term 'kl'" in vae["reason"] and made["status"] == "ok"
     assert "| vae | failed: training stopped at step 2" in render([vae, made], view="likelihood")
+
+
+def test_a_run_trained_by_a_recipe_keeps_its_name_unless_flags_changed_it(tmp_path, local_data):
+    flags = ["--data", "binarized_mnist", "--max-steps", "2", "--eval-metrics", "nll", "--eval-draws", "2"]
+    data_root = local_data("binarized_mnist")
+    runs = {}
+    for name, extra in (("as-is", []), ("changed", ["--lr", "0.01"])):
+        runs[name] = tmp_path / name
+        assert genzoo(["train", "vae", "--recipe", "vae-short", "--data-root", str(data_root), *flags,
+                       "--out", str(runs[name]), *extra]) == 0
+    as_is, changed = import_run(runs["as-is"]), import_run(runs["changed"])
+    assert as_is["recipe"] == "vae-short" and as_is["training"]["budget_override"] == 2 and as_is["notes"] is None
+    assert changed["recipe"] is None and "lr 0.01 (recipe: 0.001)" in changed["notes"]
+    assert "--lr 0.01" in changed["command"]

@@ -53,6 +53,7 @@ def cmd_list(args: argparse.Namespace) -> None:
         for name, description in list_datasets():
             if dataset_info(name).kind == kind:
                 print(f"  {name:<16} {kind:<7} {description}")
+    print(f"recipes: {len(RECIPES)} (genzoo list --recipes)")
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -116,11 +116,14 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
     model = config["model"]
     notes = None
     if recipe is None and trained.get("recipe"):  # trained with --recipe: the recipe, unless flags changed it
-        recipe = RECIPES.get(trained["recipe"]["name"])
+        name = trained["recipe"]["name"]
+        recipe = RECIPES.get(name)
         try:
+            if recipe is None:
+                raise ValueError(f"recipe {name} is not registered in this genzoo")
             check_trained_by(config, recipe, run_dir)
-        except (ValueError, AttributeError):
-            recipe, notes = None, f"trained with --recipe {trained['recipe']['name']} and other options"
+        except ValueError as e:
+            recipe, notes = None, f"trained with --recipe {name}, but not as it stands: {e}"
     if recipe is not None and budget_override is None and train.max_steps != recipe.steps:
         budget_override = train.max_steps or trained.get("train_steps")
     if recipe is not None:
