@@ -147,10 +147,13 @@ COLUMNS = {
 
 def select(records: list[dict], data: list[str] | None = None, families: list[str] | None = None,
            models: list[str] | None = None, recipes: list[str] | None = None, sort: str | None = None) -> list[dict]:
-    """The latest record of each run, filtered; in file order, the order of ``recipes``, or by ``sort``."""
+    """The latest record of each run, filtered; in file order (grouped by ``data``), the order of
+    ``recipes``, or ranked by ``sort``."""
     rows = [r for r in latest(records)
             if (not data or r["dataset"] in data) and (not families or r.get("family") in families)
             and (not models or r["model"] in models) and (not recipes or r.get("recipe") in recipes)]
+    if data:  # grouped by dataset in the order asked for, file order within each
+        rows.sort(key=lambda r: data.index(r["dataset"]))
     if recipes:
         rows.sort(key=lambda r: recipes.index(r.get("recipe")))
     if sort:
