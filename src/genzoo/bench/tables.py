@@ -173,7 +173,7 @@ def default_view(rows: list[dict]) -> str:
     return "arena" if rows and vector else "overview"
 
 
-def markdown(rows: list[dict], view: str) -> str:
+def markdown(rows: list[dict], view: str, sort: str | None = None) -> str:
     """The view's columns, and a "notes" column when a record has notes."""
     columns = COLUMNS[view] + ([Column("notes", text("notes", ""))] if any(r.get("notes") for r in rows) else [])
     lines = ["| " + " | ".join(c.header for c in columns) + " |",
@@ -190,6 +190,11 @@ def markdown(rows: list[dict], view: str) -> str:
     if any(" ± " in line for line in lines[2:]):
         kid = "; KID's, the spread over 100 subsets" if any(c.header == "KID" for c in columns) else ""
         notes.append(f"±: the estimator's standard error{kid}.")
+    ranked_kinds = {metric(r, sort)["kind"] for r in rows if sort and metric(r, sort)}
+    if len(ranked_kinds) > 1:
+        notes.append(f"Ranked by {sort} across {len(ranked_kinds)} kinds of number: an upper bound (≤) lies above the "
+                     "true NLL by an unknown gap and an estimate (≈) may lie on either side, so the order between "
+                     "kinds is indicative only.")
     if copied := next((r for r in rows if transcribed(r)), None):
         notes.append(f"†: transcribed from {copied['provenance']['from']}; the run directory was not kept.")
     return "\n".join(lines + ([""] + notes if notes else []))
@@ -222,6 +227,7 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def render(records: list[dict], fmt: str = "markdown", view: str | None = None, **selection) -> str:
+    """The selected records (``select``'s keywords) as a markdown table of ``view``, or as CSV."""
     rows = select(records, **selection)
     if fmt == "csv":
         return csv_text(rows)
@@ -230,7 +236,7 @@ def render(records: list[dict], fmt: str = "markdown", view: str | None = None, 
     view = view or default_view(rows)
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; one of: {', '.join(VIEWS)}")
-    return markdown(rows, view)
+    return markdown(rows, view, selection.get("sort"))
 
 
 def readme_blocks(readme: str) -> list[tuple[int, int, list[str]]]:
