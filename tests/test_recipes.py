@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from genzoo.cli import expand_recipe
+from genzoo.cli import main as genzoo
 from genzoo.data.registry import dataset_info
 from genzoo.models.recipes import Recipe
 from genzoo.models.registry import (
@@ -15,7 +17,7 @@ from genzoo.models.registry import (
     recipe,
     recipes_for,
 )
-from genzoo.train.flags import parse_train_flags, recipe_argv
+from genzoo.train.flags import parse_train_flags
 
 # Training examples per dataset on this project's machines (the MNIST subset: 9,000 of its 10,000).
 TRAIN_EXAMPLES = {"binarized_mnist": 50_000, "mnist": 9_000, "eight-gaussians": 50_000}
@@ -31,7 +33,7 @@ OLD_EPOCHS = {
     "cvae-10ep": 10, "vae-conv-60ep": 60, "vae-conv-60ep-bernoulli": 60, "dcgan-minimax": 10,
     "dcgan-minimax-noise": 10, "dcgan-non-saturating": 10, "dcgan-non-saturating-noise": 10,
     **{f"{model}-arena": 5 for model in ("vae", "iwae", "ae", "gan", "made", "nade")},
-    "wgan-gp-arena": 1,  # the README's row: one epoch (five took about 25 minutes on one thread)
+    "wgan-gp-arena": 1,  # the README's row: one epoch
 }
 
 
@@ -46,7 +48,8 @@ def test_a_recipe_builds_its_model_on_each_of_its_datasets(name):
     r = RECIPES[name]
     assert r.model in MODELS and r.description
     for data in r.data:
-        model_options, config = parse_train_flags(r.model, [*r.train_flags(), "--data", data])
+        given = ["--data", data, *(["--init-from", "RUN"] if r.init_from else [])]
+        model_options, config = parse_train_flags(r.model, given, r)
         config.validate()
         assert config.max_steps == r.steps and config.max_minutes == r.max_minutes and config.data == data
         build_model(r.model, dataset_info(data), model_options)
@@ -63,27 +66,48 @@ def test_the_budget_in_steps_is_the_old_epochs_of_the_old_batch(name):
     assert r.steps == OLD_EPOCHS[name] * (examples // config.batch_size)
 
 
-def test_given_flags_override_the_recipe_and_a_given_budget_replaces_its_budget():
-    r = recipe("vae-short")
-    _, config = parse_train_flags("vae", recipe_argv(r, ["--lr", "0.01"]))
-    assert config.lr == 0.01 and config.max_steps == 10_000 and config.lr_schedule == "cosine"
-    _, config = parse_train_flags("vae", recipe_argv(r, ["--epochs", "2"]))
-    assert config.epochs == 2 and config.max_steps is None
-    argv = expand_recipe(["train", "vae", "--recipe", "vae-short", "--max-steps", "7"])
-    assert argv[:4] == ["train", "vae", "--recipe", "vae-short"] and argv[-2:] == ["--max-steps", "7"]
-    assert "10000" not in argv
+def test_given_options_override_the_recipe_however_given_and_a_given_budget_replaces_its_budget():
+    r = recipe("vae-selected")
+    for given in (["--lr", "0.01"], ["--set", "lr=0.01"]):
+        _, config = parse_train_flags("vae", given, r)
+        assert config.lr == 0.01 and config.max_steps == 400_000 and config.holdout == 10_000
+    _, config = parse_train_flags("vae", ["--set", "holdout=0", "--set", "patience=0"], r)
+    assert config.holdout == 0 and config.patience == 0
+    for given in (["--epochs", "2"], ["--set", "epochs=2"]):
+        _, config = parse_train_flags("vae", given, r)
+        assert config.epochs == 2 and config.max_steps is None
+    model, config = parse_train_flags("vae", ["--set", "max_steps=5", "--latent-dim", "8"], r)
+    assert config.max_steps == 5 and model["latent_dim"] == 8 and model["hidden_dim"] == 300
+    with pytest.raises(ValueError, match="unknown flag"):  # no abbreviations: --epoch is not --epochs
+        parse_train_flags("vae", ["--epoch", "3"], r)
+
+
+def test_the_train_command_takes_the_recipe_in_either_form_and_refuses_it_on_resume(tmp_path, capsys):
+    for form in (["--recipe", "vae-arena"], ["--recipe=vae-arena"]):
+        out = tmp_path / form[0]
+        assert genzoo(["train", "vae", *form, "--data", "two-moons", "--max-steps", "2", "--hidden-dim", "8",
+                       "--eval-metrics", "", "--out", str(out)]) == 0
+        saved = json.loads((out / "config.json").read_text())["train"]
+        assert saved["lr_schedule"] == "cosine" and saved["max_steps"] == 2
+        assert json.loads((out / "metrics.json").read_text())["recipe"] == {"name": "vae-arena", "version": 1}
+    assert genzoo(["train", "vae", "--recipe", "vae-arena", "--resume", "--out", str(out)]) == 1
+    assert "leave out --recipe" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "vae", "--recipe", "nope"], "unknown recipe 'nope'; the recipes of vae: vae-short"),
-    (["train", "vae", "--recipe", "made-short"], "trains made, not vae"),
-    (["train", "vae", "--recipe", "vae-short", "--data", "digits"], "is for binarized_mnist, not digits"),
-    (["train", "vae", "--recipe", "vae-arena"], "choose one with --data"),
-    (["train", "iwae", "--recipe", "iwae-vamp-gentle"], "pass --init-from RUN_DIR"),
+    (["--recipe", "nope"], "unknown recipe 'nope'; the recipes of vae: vae-short"),
+    (["--recipe", "made-short"], "trains made, not vae"),
+    (["--recipe", "vae-short", "--data", "digits"], "is for binarized_mnist, not digits"),
+    (["--recipe", "vae-arena"], "choose one with --data"),
+    (["--recipe", "vae-short", "--max-steps", "0"], "must be >= 1 (a budget below one step trains nothing)"),
 ])
-def test_a_recipe_that_cannot_run_says_why(argv, message):
-    with pytest.raises(ValueError, match=message):
-        expand_recipe(argv)
+def test_a_recipe_that_cannot_run_says_why_in_one_line(argv, message, tmp_path, capsys):
+    assert genzoo(["train", "vae", *argv, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="pass --init-from RUN_DIR"):
+        parse_train_flags("iwae", ["--data", "binarized_mnist"], recipe("iwae-vamp-gentle"))
 
 
 def test_a_model_without_a_recipe_for_a_dataset_gets_its_defaults_there():

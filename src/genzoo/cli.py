@@ -29,7 +29,7 @@ from genzoo.models.base import SAMPLING_OPTIONS
 from genzoo.models.recipes import RECIPE_SETS
 from genzoo.models.registry import FAMILIES, MODELS, RECIPES, load_run, recipe
 from genzoo.runs import TRAIN_EVAL_DRAWS, train_run
-from genzoo.train.flags import add_train_flags, recipe_argv, train_options
+from genzoo.train.flags import add_train_flags, train_options
 from genzoo.train.loop import TrainingDiverged
 from genzoo.train.state import OutputExists
 
@@ -57,26 +57,16 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    model_options, config = train_options(args.model, args)
+    found = recipe(args.recipe, args.model) if args.recipe else None
+    if args.resume and found:
+        raise ValueError("--resume continues the run's saved configuration, its recipe included: leave out --recipe")
+    model_options, config = train_options(args.model, args, found)
     out = Path(args.out or f"runs/{args.model}-{config.data}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume and model_options:
         raise ValueError("--resume continues the saved configuration; model options cannot change")
     eval_metrics = parse_metrics(args.eval_metrics, dataset_info(config.data))
     train_run(args.model, model_options, config, out, resume=args.resume, draws=args.eval_draws,
-              eval_metrics=eval_metrics, recipe=recipe(args.recipe) if args.recipe else None)
-
-
-def expand_recipe(argv: list[str]) -> list[str]:
-    """``train MODEL --recipe NAME FLAGS`` -> ``train MODEL --recipe NAME RECIPE_FLAGS FLAGS`` (later flags win)."""
-    if argv[:1] != ["train"] or "--recipe" not in argv[2:]:
-        return argv
-    at = argv.index("--recipe", 2)
-    if at + 1 >= len(argv):
-        raise ValueError(f"--recipe needs a name; the recipes of {argv[1]}: "
-                         f"{', '.join(r.name for r in RECIPES.values() if r.model == argv[1]) or 'none'}")
-    found = recipe(argv[at + 1], argv[1])
-    given = argv[2:at] + argv[at + 2:]
-    return ["train", argv[1], "--recipe", found.name, *recipe_argv(found, given)]
+              eval_metrics=eval_metrics, recipe=found)
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
@@ -93,7 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     metrics = run_metrics(model, split, info, parse_metrics(args.metrics, info), args.draws,
                           batch_size=args.batch_size, seed=args.seed, limit=args.limit, estimator=args.estimator,
                           sampling=sampling_options(args))
-    metrics["run_dir"] = str(args.run_dir)
+    metrics.update(run_dir=str(args.run_dir), seed=args.seed)
     name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
     checkpoint.write_json(Path(args.run_dir) / name, metrics)
     if args.json:
@@ -172,6 +162,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_bench_import(args: argparse.Namespace) -> None:
     found = recipe(args.recipe) if args.recipe else None
     results = Path(args.out) / RESULTS_FILE
+    if results.exists():
+        read_results(results)  # a file of another schema or a malformed line fails before anything is added
     for run_dir in args.run_dirs:
         record = import_run(run_dir, found)
         append_record(results, record)
@@ -242,7 +234,7 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     listing.add_argument("--recipes", action="store_true", help="list the registered recipes instead")
     listing.set_defaults(run=cmd_list)
 
-    train = commands.add_parser("train", help="train a model", description=(
+    train = commands.add_parser("train", help="train a model", allow_abbrev=False, description=(
         "Train MODEL and write weights, metrics and pictures to --out. Options are listed below with "
         "their defaults; --set name=value sets any of them by name."))
     train.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(sorted(MODELS))}")
@@ -336,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     model_name = argv[1] if len(argv) > 1 and argv[0] == "train" else None
     try:
-        args = build_parser(model_name).parse_args(expand_recipe(argv))
+        args = build_parser(model_name).parse_args(argv)
         args.argv = argv
         args.run(args)
     except (ValueError, FileNotFoundError, OutputExists, TrainingDiverged, checkpoint.CheckpointError) as e:

@@ -26,6 +26,7 @@ from genzoo import checkpoint
 from genzoo.data.core import DataInfo
 from genzoo.models.recipes import Recipe
 from genzoo.models.registry import MODEL_FAMILY, MODELS, RECIPES
+from genzoo.provenance import environment
 from genzoo.runs import METRICS_FILE
 from genzoo.train.config import TrainConfig, train_config
 from genzoo.train.flags import parse_train_flags
@@ -33,11 +34,14 @@ from genzoo.train.flags import parse_train_flags
 RESULTS_SCHEMA = 1  # bumped whenever a record's fields change meaning
 RESULTS_FILE = "results.jsonl"
 STATUSES = ("ok", "skipped", "failed")
-# metric -> kind, for the metrics whose kind is not the likelihood's own
+# metrics of samples (kind "sample"); the likelihood's metrics take the likelihood's kind
 SAMPLE_METRICS = ("fd", "kid", "precision", "recall", "classifier_score", "conditional_accuracy",
                   "sliced_wasserstein", "mmd2", "histogram_kl_nats")
 LIKELIHOOD_METRICS = ("nll_nats", "bits_per_dim", "kl_nats")  # their kind is the likelihood's
 STD_ERRORS = {"nll_nats": "nll_std_err", "kl_nats": "kl_std_err"}  # the std error of each, in an eval dict
+# where `bench import` finds a run's test evaluation, best first: the bench's, `genzoo eval`'s, after training
+EVALUATION_FILES = ("eval_bench.json", "eval_test.json", METRICS_FILE)
+BUDGET_FIELDS = ("data", "data_root", "init_from", "epochs", "max_steps", "max_minutes", "log_every")  # not the recipe's
 
 
 class ResultsError(ValueError):
@@ -85,22 +89,20 @@ def metrics_record(evaluation: dict) -> dict:
 def command_from_config(config: dict) -> str:
     """The `genzoo train` command that reproduces a run's saved configuration (data files aside)."""
     model, train = config["model"], config["train"]
-    defaults = dataclasses.asdict(train_config(model))
+    defaults = json.loads(json.dumps(dataclasses.asdict(train_config(model))))  # tuples as the saved lists
     words = ["genzoo train", model, "--data", config["data"]["name"]]
     for name, value in train.items():
         if name in ("data", "data_root", "init_from") or value == defaults.get(name, value):
             continue
-        if isinstance(value, (list, tuple)):
-            if tuple(value) == tuple(defaults.get(name) or ()):
-                continue
+        if isinstance(value, list):
             value = ",".join(map(str, value))
         words += [f"--{name.replace('_', '-')}", str(value)]
     if train.get("init_from"):
         words += ["--init-from", "RUN"]
-    model_defaults = dataclasses.asdict(MODELS[model].Config()) if model in MODELS else {}
+    model_defaults = json.loads(json.dumps(dataclasses.asdict(MODELS[model].Config()))) if model in MODELS else {}
     for name, value in config["model_config"].items():
         if model_defaults.get(name, value) != value:
-            value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            value = ",".join(map(str, value)) if isinstance(value, list) else value
             words += ["--set", f"{name}={value}"]
     return " ".join(words)
 
@@ -146,7 +148,7 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
         "metrics": metrics_record(evaluation),
         "likelihood": evaluation.get("likelihood"),
         "estimator": None if evaluation.get("estimator") is None else {
-            "name": evaluation["estimator"], "draws": evaluation.get("draws"), "seed": 0},
+            "name": evaluation["estimator"], "draws": evaluation.get("draws"), "seed": evaluation.get("seed", 0)},
         "num_samples": evaluation.get("num_samples"), "feature_net": evaluation.get("feature_net"),
         "training": {"steps": trained.get("train_steps"), "epochs": trained.get("train_epochs"),
                      "budget_steps": budget_override or train.max_steps,
@@ -169,8 +171,8 @@ def status_record(model: str, data: str, recipe: Recipe | None, status: str, rea
     return {"schema": RESULTS_SCHEMA, "status": status, "reason": reason, "model": model,
             "family": MODEL_FAMILY.get(model), "recipe": None if recipe is None else recipe.name,
             "recipe_version": None if recipe is None else recipe.version, "dataset": data, "metrics": {},
-            "training": {"budget_override": budget_override}, "provenance": provenance,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "training": {"budget_override": budget_override}, "environment": environment(),
+            "provenance": provenance, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def record_key(record: dict) -> tuple:
@@ -233,14 +235,18 @@ def append_record(path: str | Path, record: dict) -> None:
     """Append one record as one line, flushed to disk; a half-written last line is dropped first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, allow_nan=False) + "\n"
     if path.exists() and path.stat().st_size:
         text = path.read_text()
-        if not text.endswith("\n"):  # an interrupted append: its record was never complete
-            keep = text[:text.rfind("\n") + 1]
-            print(f"genzoo: warning: dropping the half-written last line of {path}", file=sys.stderr)
-            with open(path, "w") as f:
-                f.write(keep)
-    line = json.dumps(record, allow_nan=False) + "\n"
+        if not text.endswith("\n"):
+            last = text[text.rfind("\n") + 1:]
+            try:  # a complete record that only lacks its newline (an edited file) stays
+                json.loads(last)
+                line = "\n" + line
+            except json.JSONDecodeError:  # an interrupted append: its record was never complete
+                print(f"genzoo: warning: dropping the half-written last line of {path}", file=sys.stderr)
+                with open(path, "w") as f:
+                    f.write(text[:len(text) - len(last)])
     with open(path, "a") as f:
         f.write(line)
         f.flush()
@@ -281,15 +287,16 @@ def import_run(run_dir: str | Path, recipe: Recipe | None = None) -> dict:
     return run_record(run_dir, evaluation, provenance, recipe, subset=evaluation.get("subset"))
 
 
-EVALUATION_FILES = ("eval_bench.json", "eval_test.json", METRICS_FILE)
-BUDGET_FIELDS = ("data", "data_root", "init_from", "epochs", "max_steps", "max_minutes", "log_every")
-
 
 def check_trained_by(config: dict, recipe: Recipe, run_dir: Path) -> None:
     """Fail unless the run's saved model and training options are the recipe's (its budget aside)."""
     if config["model"] != recipe.model:
         raise ValueError(f"{run_dir} trained {config['model']}, and recipe {recipe.name} trains {recipe.model}")
-    model_options, train = parse_train_flags(recipe.model, [*recipe.flags, "--data", config["data"]["name"]])
+    if config["data"]["name"] not in recipe.data:
+        raise ValueError(f"{run_dir} was trained on {config['data']['name']}, and recipe {recipe.name} is for "
+                         f"{', '.join(recipe.data)}")
+    given = ["--data", config["data"]["name"], *(["--init-from", "RUN"] if recipe.init_from else [])]
+    model_options, train = parse_train_flags(recipe.model, given, recipe)
     expected_model = json.loads(json.dumps(dataclasses.asdict(MODELS[recipe.model].Config(**model_options))))
     expected_train = json.loads(json.dumps(dataclasses.asdict(train)))
     differ = [f"{k} {config['model_config'].get(k)!r} (recipe: {v!r})" for k, v in expected_model.items()

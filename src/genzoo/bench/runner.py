@@ -23,6 +23,7 @@ from pathlib import Path
 
 from genzoo import checkpoint
 from genzoo.bench.records import (
+    EVALUATION_FILES,
     RESULTS_FILE,
     append_record,
     entry_key,
@@ -31,6 +32,7 @@ from genzoo.bench.records import (
     run_record,
     status_record,
 )
+from genzoo.bench.tables import KIND_MARKS
 from genzoo.data.registry import dataset_info, load_split
 from genzoo.evaluate.likelihood import likelihood_metrics
 from genzoo.evaluate.metrics import parse_metrics, run_metrics
@@ -41,7 +43,6 @@ from genzoo.train.flags import parse_train_flags
 from genzoo.train.loop import TrainingDiverged
 
 PROBE_EXAMPLES = 100  # examples timed to decide whether the whole split fits the evaluation cap
-EVAL_FILE = "eval_bench.json"
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,10 @@ def with_dependencies(chosen: list[Recipe]) -> list[Recipe]:
     return ordered
 
 
-def run_dir_of(out: Path, data: str, name: str, max_steps: int | None) -> Path:
-    return out / "runs" / data / (name + (f"-{max_steps}steps" if max_steps else ""))
+def run_dir_of(out: Path, data: str, r: Recipe, max_steps: int | None, seed: int) -> Path:
+    """One directory per record key: a new recipe version, seed or budget never reuses an old run."""
+    version = f"-v{r.version}" if r.version > 1 else ""
+    return out / "runs" / data / f"{r.name}{version}{f'-seed{seed}' if seed else ''}{f'-{max_steps}steps' if max_steps else ''}"
 
 
 def train_entry(r: Recipe, data: str, run_dir: Path, max_steps: int | None, data_root: str | None, seed: int,
@@ -120,10 +123,10 @@ def train_entry(r: Recipe, data: str, run_dir: Path, max_steps: int | None, data
         shutil.move(run_dir, aside)
         print(f"genzoo: {run_dir} stopped before its first checkpoint; moved it to {aside.name}, starting afresh",
               file=sys.stderr)
-    flags = [*r.train_flags(max_steps), "--data", data, "--seed", str(seed),
+    flags = ["--data", data, "--seed", str(seed), *(["--max-steps", str(max_steps)] if max_steps else []),
              *(["--data-root", data_root] if data_root else []),
-             *(["--init-from", str(run_dir_of(out, data, r.init_from, max_steps))] if r.init_from else [])]
-    model_options, config = parse_train_flags(r.model, flags)
+             *(["--init-from", str(run_dir_of(out, data, recipe(r.init_from), max_steps, seed))] if r.init_from else [])]
+    model_options, config = parse_train_flags(r.model, flags, r)
     train_run(r.model, None if resume else model_options, config, run_dir, resume=resume, eval_metrics=[],
               recipe=r, quiet=True)
 
@@ -154,11 +157,12 @@ def evaluate_entry(r: Recipe, run_dir: Path, data: str, data_root: str | None,
     limit, subset = None, None
     if "nll" in metrics and model.estimators:
         limit, subset = likelihood_limit(model, split, info, r.eval_draws, 60 * (eval_minutes or r.eval_minutes))
-    evaluation = run_metrics(model, split, info, [m for m in metrics if m == "nll"], r.eval_draws, limit=limit)
+    evaluation = {"seed": 0, **run_metrics(model, split, info, [m for m in metrics if m == "nll"], r.eval_draws,
+                                           limit=limit)}
     samples = [m for m in metrics if m != "nll"]
     if samples:
         evaluation.update(run_metrics(model, split, info, samples, r.eval_draws))
-    checkpoint.write_json(run_dir / EVAL_FILE, {**evaluation, "subset": subset})
+    checkpoint.write_json(run_dir / EVALUATION_FILES[0], {**evaluation, "subset": subset})
     return evaluation, subset, time.perf_counter() - started
 
 
@@ -176,7 +180,8 @@ def run_bench(data: str, models: str = "all", recipe_set: str = "short", recipes
         load_split(data, split, data_root)
     out = Path(out)
     results = out / RESULTS_FILE
-    done = {record_key(r) for r in read_results(results)} if results.exists() else set()
+    # finished rows; a failed one runs again (its new record supersedes the old)
+    done = {record_key(r) for r in read_results(results) if r["status"] != "failed"} if results.exists() else set()
     provenance = {"source": "bench", "command": command or f"genzoo bench --data {data}"}
     new = []
     for number, entry in enumerate(entries, 1):
@@ -187,7 +192,7 @@ def run_bench(data: str, models: str = "all", recipe_set: str = "short", recipes
         if entry.reason:
             record = status_record(entry.model, data, None, "skipped", entry.reason, max_steps, provenance)
         else:
-            run_dir = run_dir_of(out, data, entry.recipe.name, max_steps)
+            run_dir = run_dir_of(out, data, entry.recipe, max_steps, seed)
             try:
                 train_entry(entry.recipe, data, run_dir, max_steps, data_root, seed, out)
                 evaluation, subset, seconds = evaluate_entry(entry.recipe, run_dir, data, data_root, eval_minutes)
@@ -210,8 +215,7 @@ def summary_line(record: dict) -> str:
     for key, name in (("nll_nats", "NLL"), ("fd", "FD"), ("kl_nats", "KL"), ("sliced_wasserstein", "SW")):
         entry = record["metrics"].get(key)
         if entry and entry.get("value") is not None:
-            mark = {"lower_bound": "≤ ", "estimate": "≈ "}.get(entry["kind"], "")
-            parts.append(f"{name} {mark}{entry['value']:.3f}")
+            parts.append(f"{name} {KIND_MARKS.get(entry['kind'], '')}{entry['value']:.3f}")
     training = record["training"]
     return (f"{training['steps']:,} steps in {training['seconds']:.0f} s, evaluated in {record['eval_seconds']:.0f} s"
             + (": " + ", ".join(parts) if parts else ""))

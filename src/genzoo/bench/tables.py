@@ -58,11 +58,23 @@ def value_cell(key: str, digits: int, kind_mark: bool = True, error: bool = True
     return cell
 
 
+def nll_cell(digits: int) -> Callable[[dict], str]:
+    """The NLL with its mark, its standard error, and * when it was taken on a subset of the split."""
+    value = value_cell("nll_nats", digits)
+    return lambda record: value(record) + (" *" if record.get("subset") and metric(record, "nll_nats") else "")
+
+
+def draws_cell(record: dict) -> str:
+    """Draws per example of an estimated likelihood (importance samples); '-' for an exact one."""
+    estimator = record.get("estimator") or {}
+    return "-" if record.get("likelihood") in (None, "exact", "unavailable") else str(estimator.get("draws", "-"))
+
+
 def kid_cell(record: dict) -> str:
     """KID (unscaled: the MMD^2 of the cubic kernel on 128-d features) with its spread over subsets."""
     entry = metric(record, "kid")
-    if entry is None:
-        return "-"
+    if entry is None or entry.get("value") is None:
+        return "-" if entry is None else entry.get("note", "-")
     return f"{entry['value']:.0f} ± {entry.get('spread', 0):.0f}"
 
 
@@ -116,11 +128,12 @@ def command_cell(record: dict) -> str:
     return f"`{record['command']}`" if record.get("command") else "-"
 
 
-NLL = Column("NLL (nats)", value_cell("nll_nats", 2), True)
+NLL = Column("NLL (nats)", nll_cell(2), True)
+DRAWS = Column("draws", draws_cell, True)
 COLUMNS = {
     "likelihood": [Column("model", text("model")), Column("recipe", recipe_cell), Column("set-up", text("description")),
                    Column("budget", budget_cell), Column("-ELBO (nats)", value_cell("neg_elbo_nats", 2, False), True),
-                   NLL, Column("bits/dim", value_cell("bits_per_dim", 4, error=False), True),
+                   NLL, DRAWS, Column("bits/dim", value_cell("bits_per_dim", 4, error=False), True),
                    Column("published", reference_cell), Column("command", command_cell)],
     "samples": [Column("model", text("model")), Column("recipe", recipe_cell), Column("set-up", text("description")),
                 Column("FD", value_cell("fd", 1), True), Column("KID", kid_cell, True),
@@ -129,14 +142,14 @@ COLUMNS = {
                 Column("conditional accuracy", value_cell("conditional_accuracy", 3), True),
                 Column("budget", budget_cell), Column("command", command_cell)],
     "arena": [Column("dataset", text("dataset")), Column("model", text("model")), Column("recipe", recipe_cell),
-              Column("likelihood", likelihood_kind), Column("test NLL (nats)", value_cell("nll_nats", 3), True),
+              Column("likelihood", likelihood_kind), Column("test NLL (nats)", nll_cell(3), True), DRAWS,
               Column("KL(data‖model) (nats)", value_cell("kl_nats", 3), True),
               Column("sliced W2", value_cell("sliced_wasserstein", 3), True),
               Column("MMD²", value_cell("mmd2", 4), True),
               Column("histogram KL (nats)", value_cell("histogram_kl_nats", 3), True), Column("budget", budget_cell),
               Column("command", command_cell)],
     "overview": [Column("model", text("model")), Column("family", text("family")), Column("recipe", recipe_cell),
-                 Column("likelihood", likelihood_kind), NLL,
+                 Column("likelihood", likelihood_kind), NLL, DRAWS,
                  Column("bits/dim", value_cell("bits_per_dim", 4, error=False), True),
                  Column("FD", value_cell("fd", 1), True), Column("KID", kid_cell, True),
                  Column("precision", value_cell("precision", 3), True), Column("recall", value_cell("recall", 3), True),
@@ -195,6 +208,9 @@ def markdown(rows: list[dict], view: str, sort: str | None = None) -> str:
         notes.append(f"Ranked by {sort} across {len(ranked_kinds)} kinds of number: an upper bound (≤) lies above the "
                      "true NLL by an unknown gap and an estimate (≈) may lie on either side, so the order between "
                      "kinds is indicative only.")
+    if any(line.count(" * |") for line in lines[2:]):
+        notes.append("*: the NLL of a fixed random subset of the test split, within the evaluation cap "
+                     "(its record's `subset` says which).")
     if copied := next((r for r in rows if transcribed(r)), None):
         notes.append(f"†: transcribed from {copied['provenance']['from']}; the run directory was not kept.")
     return "\n".join(lines + ([""] + notes if notes else []))
@@ -247,8 +263,9 @@ def readme_blocks(readme: str) -> list[tuple[int, int, list[str]]]:
             command = shlex.split(line[len(GENERATED):line.rindex("-->")])
             if command[:3] != ["genzoo", "bench", "table"]:
                 raise ValueError(f"README line {i + 1}: a generated block must name `genzoo bench table ...`")
-            end = next((j for j in range(i + 1, len(lines)) if lines[j] == END_GENERATED), None)
-            if end is None:
+            end = next((j for j in range(i + 1, len(lines)) if lines[j] == END_GENERATED
+                        or lines[j].startswith(GENERATED)), None)
+            if end is None or lines[end] != END_GENERATED:
                 raise ValueError(f"README line {i + 1}: a generated block without its {END_GENERATED!r} line")
             blocks.append((i, end, command[3:]))
     return blocks

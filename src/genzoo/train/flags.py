@@ -120,8 +120,8 @@ def add_train_flags(parser: argparse.ArgumentParser, model_name: str | None) -> 
         add_dataclass_flags(parser, MODELS[model_name].Config, f"{model_name} options")
 
 
-def train_options(model_name: str, args: argparse.Namespace) -> tuple[dict, TrainConfig]:
-    """(the model options given, the training config) from parsed train flags; unknown --set names fail."""
+def given_options(model_name: str, args: argparse.Namespace) -> tuple[dict, dict]:
+    """(model options, training options) that parsed train flags set, flags and --set alike; unknown names fail."""
     cls = model_class(model_name)
     overrides = parse_sets(args.set or [])
     train = collect_options(args, TrainConfig, overrides)
@@ -130,12 +130,13 @@ def train_options(model_name: str, args: argparse.Namespace) -> tuple[dict, Trai
         valid = sorted(f.name for f in dataclasses.fields(cls.Config)) + sorted(f.name for f in dataclasses.fields(TrainConfig))
         raise ValueError(f"unknown option(s) {', '.join(sorted(overrides))} for {model_name}; "
                          f"valid options: {', '.join(valid)}")
-    return model, train_config(model_name, **train)
+    return model, train
 
 
-def parse_train_flags(model_name: str, flags: list[str]) -> tuple[dict, TrainConfig]:
-    """What `genzoo train MODEL FLAGS` would train: (model options, training config)."""
-    parser = argparse.ArgumentParser(prog=f"genzoo train {model_name}", add_help=False, exit_on_error=False)
+def parse_given_options(model_name: str, flags: list[str]) -> tuple[dict, dict]:
+    """``given_options`` of `genzoo train MODEL FLAGS`, parsed by the train command's own flags."""
+    parser = argparse.ArgumentParser(prog=f"genzoo train {model_name}", add_help=False, exit_on_error=False,
+                                     allow_abbrev=False)
     add_train_flags(parser, model_name)
     try:
         args, unknown = parser.parse_known_args(flags)
@@ -143,35 +144,41 @@ def parse_train_flags(model_name: str, flags: list[str]) -> tuple[dict, TrainCon
         raise ValueError(f"genzoo train {model_name}: {e}") from None
     if unknown:
         raise ValueError(f"genzoo train {model_name}: unknown flag(s) {' '.join(unknown)}")
-    return train_options(model_name, args)
+    return given_options(model_name, args)
 
 
-def recipe_argv(recipe: Recipe, given: list[str]) -> list[str]:
-    """The flags of `genzoo train MODEL --recipe NAME GIVEN`: the recipe's, then the user's (which win).
+def with_recipe(recipe: Recipe, model: dict, train: dict) -> tuple[dict, dict]:
+    """The recipe's options under the given ones: a given value wins however it was given (flag or --set).
 
     The data defaults to the recipe's only dataset; the recipe's budget gives way to a given
-    --epochs or --max-steps; a recipe that starts from another's run needs --init-from.
+    ``epochs`` or ``max_steps``; a recipe that starts from another's run needs ``init_from``.
     """
-    data = _flag_value(given, "--data")
+    recipe_model, recipe_train = parse_given_options(recipe.model, recipe.train_flags())
+    data = train.get("data")
     if data is None and len(recipe.data) > 1:
         raise ValueError(f"recipe {recipe.name} is for {', '.join(recipe.data)}: choose one with --data")
     if data is not None and data not in recipe.data:
         raise ValueError(f"recipe {recipe.name} is for {', '.join(recipe.data)}, not {data}; "
                          f"train {recipe.model} on {data} without --recipe, or with one of its recipes for {data}")
-    if recipe.init_from and _flag_value(given, "--init-from") is None:
+    if recipe.init_from and not train.get("init_from"):
         raise ValueError(f"recipe {recipe.name} starts from the weights of a run of recipe {recipe.init_from}: "
                          "pass --init-from RUN_DIR")
-    budget_given = any(_flag_value(given, flag) is not None for flag in ("--epochs", "--max-steps"))
-    flags = list(recipe.flags) if budget_given else recipe.train_flags()
-    return [*flags, *([] if data else ["--data", recipe.data[0]]), *given]
+    if "epochs" in train or "max_steps" in train:
+        recipe_train.pop("max_steps", None)
+    return {**recipe_model, **model}, {**recipe_train, "data": data or recipe.data[0], **train}
 
 
-def _flag_value(argv: list[str], flag: str) -> str | None:
-    """The last value of ``flag`` in ``argv`` (as ``--flag V`` or ``--flag=V``), or None."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
+def train_options(model_name: str, args: argparse.Namespace, recipe: Recipe | None = None) -> tuple[dict, TrainConfig]:
+    """(the model options given, the training config) from parsed train flags, over ``recipe`` when given."""
+    model, train = given_options(model_name, args)
+    if recipe is not None:
+        model, train = with_recipe(recipe, model, train)
+    return model, train_config(model_name, **train)
+
+
+def parse_train_flags(model_name: str, flags: list[str], recipe: Recipe | None = None) -> tuple[dict, TrainConfig]:
+    """What `genzoo train MODEL [--recipe NAME] FLAGS` would train: (model options, training config)."""
+    model, train = parse_given_options(model_name, flags)
+    if recipe is not None:
+        model, train = with_recipe(recipe, model, train)
+    return model, train_config(model_name, **train)

@@ -176,7 +176,7 @@ class Trainer:
                     tick, examples = time.perf_counter(), 0
                 due = (self.step % config.checkpoint_every == 0 if config.checkpoint_every
                        else self.step % self.steps_per_epoch == 0)
-                self.time_capped = self.over_time_cap()
+                self.time_capped = self.step < self.total_steps and self.over_time_cap()
                 if (due or self.time_capped or self.step == self.total_steps) and self.checkpoint():
                     break
                 if self.time_capped:
@@ -231,8 +231,11 @@ class Trainer:
         return x.contiguous(memory_format=self.memory_format), None if self.labels is None else self.labels[idx]
 
     def over_time_cap(self) -> bool:
-        """Whether the training time passed ``max_minutes`` on any process (so that all stop together)."""
-        if not self.config.max_minutes:
+        """Whether the training time passed ``max_minutes`` on any process (so that all stop together).
+
+        Checked at log rows only: the check is a collective, which would sync a GPU every step.
+        """
+        if not self.config.max_minutes or self.step % self.config.log_every:
             return False
         over = torch.tensor(float(self.train_seconds() > 60 * self.config.max_minutes), device=self.accelerator.device)
         return self.accelerator.reduce(over, "sum").item() > 0

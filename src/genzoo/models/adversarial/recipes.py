@@ -4,8 +4,10 @@ The MNIST subset of the sample-quality table has 9,000 training images: an epoch
 (the GANs' default) is 140 steps. The 2-D arena has 50,000 points: an epoch of batch 64 is 781 steps.
 """
 
+from genzoo.data.toy2d import TOY2D
 from genzoo.models.recipes import Recipe
 
+ARENA = tuple(TOY2D)  # the four 2-D datasets
 SAMPLES = "fd,kid,pr,score"
 EPOCHS_10 = 10 * 140
 DCGAN = "DCGAN, 28x28, bf16"
@@ -30,9 +32,9 @@ RECIPES = [
     dcgan_loss("dcgan-non-saturating", "non_saturating", noise=False),
     dcgan_loss("dcgan-non-saturating-noise", "non_saturating", noise=True),
     # the 2-D arena: 5 epochs, cosine learning rate, default networks
-    Recipe("gan-arena", "gan", ("eight-gaussians", "checkerboard", "two-moons", "rings"), 5 * 781,
+    Recipe("gan-arena", "gan", ARENA, 5 * 781,
            ("--lr-schedule", "cosine"), "MLP players, linear generator output, R1", sets=("short",)),
-    # one epoch: five critic updates with a gradient penalty per step make 5 epochs about 25 minutes on one thread
-    Recipe("wgan-gp-arena", "wgan-gp", ("eight-gaussians", "checkerboard", "two-moons", "rings"), 1 * 781,
+    # one epoch, as the README's row: five critic updates with a gradient penalty per step are slow on a CPU
+    Recipe("wgan-gp-arena", "wgan-gp", ARENA, 1 * 781,
            ("--lr-schedule", "cosine"), "MLP players (3 x 1024), five critic updates per step", sets=("short",)),
 ]
