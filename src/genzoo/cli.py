@@ -2,7 +2,8 @@
 
 Every hyperparameter is a flag generated from the dataclass that defines it
 (``genzoo.train.flags``), so ``genzoo train MODEL --help`` lists each one with its default;
-``--recipe NAME`` stands for a registered recipe's flags and budget, which flags given after it override.
+``--recipe NAME`` stands for a registered recipe's options and budget, which options given beside it
+(flags or ``--set``) override.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from genzoo.evaluate.metrics import METRICS, parse_metrics, run_metrics
 from genzoo.models.base import SAMPLING_OPTIONS
 from genzoo.models.recipes import RECIPE_SETS
 from genzoo.models.registry import FAMILIES, MODELS, RECIPES, load_run, recipe
-from genzoo.runs import TRAIN_EVAL_DRAWS, train_run
+from genzoo.runs import TRAIN_EVAL_DRAWS, eval_file, train_run
 from genzoo.train.flags import add_train_flags, train_options
 from genzoo.train.loop import TrainingDiverged
 from genzoo.train.state import OutputExists
@@ -84,8 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                           batch_size=args.batch_size, seed=args.seed, limit=args.limit, estimator=args.estimator,
                           sampling=sampling_options(args))
     metrics.update(run_dir=str(args.run_dir), seed=args.seed)
-    name = f"eval_{args.split}{'' if args.limit is None else f'_limit{args.limit}'}.json"
-    checkpoint.write_json(Path(args.run_dir) / name, metrics)
+    checkpoint.write_json(Path(args.run_dir) / eval_file(args.split, args.limit), metrics)
     if args.json:
         print(json.dumps(metrics))
     else:

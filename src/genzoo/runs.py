@@ -22,6 +22,11 @@ TRAIN_EVAL_DRAWS = 100  # draws per example of an estimated test NLL after train
 METRICS_FILE = "metrics.json"
 
 
+def eval_file(split: str, limit: int | None = None) -> str:
+    """The file `genzoo eval` writes into a run directory: eval_test.json, eval_test_limit1000.json, ..."""
+    return f"eval_{split}{'' if limit is None else f'_limit{limit}'}.json"
+
+
 def train_run(model_name: str, model_options: ModelConfig | dict | None, config: TrainConfig, out: str | Path,
               resume: bool = False, draws: int | None = None, eval_metrics: list[str] = (),
               recipe: Recipe | None = None, quiet: bool = False) -> dict:

@@ -27,7 +27,7 @@ from genzoo.data.core import DataInfo
 from genzoo.models.recipes import Recipe
 from genzoo.models.registry import MODEL_FAMILY, MODELS, RECIPES
 from genzoo.provenance import environment
-from genzoo.runs import METRICS_FILE
+from genzoo.runs import METRICS_FILE, eval_file
 from genzoo.train.config import TrainConfig, train_config
 from genzoo.train.flags import parse_train_flags
 
@@ -40,7 +40,7 @@ SAMPLE_METRICS = ("fd", "kid", "precision", "recall", "classifier_score", "condi
 LIKELIHOOD_METRICS = ("nll_nats", "bits_per_dim", "kl_nats")  # their kind is the likelihood's
 STD_ERRORS = {"nll_nats": "nll_std_err", "kl_nats": "kl_std_err"}  # the std error of each, in an eval dict
 # where `bench import` finds a run's test evaluation, best first: the bench's, `genzoo eval`'s, after training
-EVALUATION_FILES = ("eval_bench.json", "eval_test.json", METRICS_FILE)
+EVALUATION_FILES = ("eval_bench.json", eval_file("test"), METRICS_FILE)
 BUDGET_FIELDS = ("data", "data_root", "init_from", "epochs", "max_steps", "max_minutes", "log_every")  # not the recipe's
 
 

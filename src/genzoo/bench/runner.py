@@ -157,11 +157,12 @@ def evaluate_entry(r: Recipe, run_dir: Path, data: str, data_root: str | None,
     limit, subset = None, None
     if "nll" in metrics and model.estimators:
         limit, subset = likelihood_limit(model, split, info, r.eval_draws, 60 * (eval_minutes or r.eval_minutes))
-    evaluation = {"seed": 0, **run_metrics(model, split, info, [m for m in metrics if m == "nll"], r.eval_draws,
-                                           limit=limit)}
-    samples = [m for m in metrics if m != "nll"]
-    if samples:
-        evaluation.update(run_metrics(model, split, info, samples, r.eval_draws))
+    if limit is None:
+        evaluation = run_metrics(model, split, info, metrics, r.eval_draws)
+    else:  # the NLL on the subset; the sample metrics and latent diagnostics still on the whole split
+        evaluation = run_metrics(model, split, info, ["nll"], r.eval_draws, limit=limit)
+        evaluation.update(run_metrics(model, split, info, [m for m in metrics if m != "nll"], r.eval_draws))
+    evaluation["seed"] = 0
     checkpoint.write_json(run_dir / EVALUATION_FILES[0], {**evaluation, "subset": subset})
     return evaluation, subset, time.perf_counter() - started
 

@@ -10,6 +10,7 @@ from genzoo.models.recipes import Recipe, Reference
 BINARIZED = ("binarized_mnist",)
 ARENA = tuple(TOY2D)  # the four 2-D datasets
 CONVERGED = "converged: hundreds of GPU epochs"
+CONV_SHORT = ("--batch-size", "64", "--precision", "bf16", "--lr-schedule", "cosine")  # the conv and recurrent models
 
 # short CPU recipes (one thread each, about 20-60 minutes)
 RECIPES = [
@@ -20,16 +21,13 @@ RECIPES = [
            ("--batch-size", "100", "--hidden-dims", "1000", "--set", "direct=true"),
            "one hidden layer of 1000, direct connections, 1 ordering (2.2M parameters)", sets=("short",), eval_metrics="nll",
            reference=Reference(86.64, "nll_nats", "Germain et al. 2015, Table 6", "32 masks; " + CONVERGED)),
-    Recipe("pixelcnn-short", "pixelcnn", BINARIZED, 6 * 781,
-           ("--batch-size", "64", "--precision", "bf16", "--lr-schedule", "cosine"),
+    Recipe("pixelcnn-short", "pixelcnn", BINARIZED, 6 * 781, CONV_SHORT,
            "7x7 mask A, 8 residual blocks, 2h = 64 (115k parameters), bf16", sets=("short",), eval_metrics="nll",
            reference=Reference(81.30, "nll_nats", "van den Oord et al. 2016a, Table 4", CONVERGED)),
-    Recipe("gated-pixelcnn-short", "gated-pixelcnn", BINARIZED, 3 * 781,
-           ("--batch-size", "64", "--precision", "bf16", "--lr-schedule", "cosine"),
+    Recipe("gated-pixelcnn-short", "gated-pixelcnn", BINARIZED, 3 * 781, CONV_SHORT,
            "8 gated layers, h = 32, skips (169k parameters), bf16", sets=("short",), eval_metrics="nll",
            reference=Reference(81.50, "nll_nats", "pytorch-generative", "dynamic binarisation; " + CONVERGED)),
-    Recipe("pixelrnn-short", "pixelrnn", BINARIZED, 1 * 781,
-           ("--batch-size", "64", "--precision", "bf16", "--lr-schedule", "cosine", "--set", "layer=diagonal_bilstm"),
+    Recipe("pixelrnn-short", "pixelrnn", BINARIZED, 1 * 781, (*CONV_SHORT, "--set", "layer=diagonal_bilstm"),
            "Diagonal BiLSTM, 4 layers, h = 16 (38k parameters), bf16", sets=("short",), eval_metrics="nll",
            reference=Reference(79.20, "nll_nats", "van den Oord et al. 2016a, Table 4", "7 layers; " + CONVERGED)),
     # the 2-D arena: 5 epochs, cosine learning rate, default networks (a Gaussian mixture per dimension)
