@@ -17,7 +17,8 @@ from autoregressive_checks import check_autoregressive
 from genzoo.train.flags import parse_value
 from genzoo.data.core import DataInfo
 from genzoo.evaluate.completion import parse_mask
-from genzoo.models.autoregressive.made import check_masks, hidden_degrees, MADE, made_masks, MADEConfig
+from genzoo.models.autoregressive.made import MADE, MADEConfig
+from genzoo.nn.masked import check_masks, hidden_degrees, made_masks
 from genzoo.models.autoregressive.nade import hidden_preactivations, NADE, NADEConfig
 from genzoo.models.registry import config_from_dict
 

@@ -105,7 +105,7 @@ def write_arena_figures(model: GenerativeModel, test: Tensor, out_dir: str | os.
         _heatmap(axes[1], *learned[:1], spec.extent, learned[1])
     _scatter(axes[-1], samples, spec.extent, f"{model.name}: {min(len(samples), POINTS_SHOWN):,} samples")
     paths = [_save(fig, out_dir / "density.png")]
-    if model.can("encode"):
+    if model.can("encode") or model.can("invert"):  # a flow's z = f(x): the data gaussianised
         with eval_mode(model):
             codes = model.encode(test[:POINTS_SHOWN].to(model.device)).cpu()  # (N, d)
         paths.append(save_latent_space(codes, test[:POINTS_SHOWN], out_dir / "latent_space.png", model.name))

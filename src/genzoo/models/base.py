@@ -26,7 +26,10 @@ the figures, evaluation and the trainer (never guessed with ``hasattr``):
                            codes, reconstructions, traversals), "decode" (a generator of codes
                            without an encoder), "corrupt" (denoising), "complete" (inpainting),
                            "fit_after_training" (a closed-form step after gradient training),
-                           "extra_likelihood_terms" (``likelihood_terms``: the ELBO beside the IWAE bound);
+                           "extra_likelihood_terms" (``likelihood_terms``: the ELBO beside the IWAE bound),
+                           "invert" (``encode``/``decode`` as an exact bijection x <-> z of the data's size:
+                           interpolation in z, no traversals), "initialize" (``initialize(batch)``: a
+                           data-dependent initialisation the trainer runs once, before the first step);
 - ``samplers``             the ways it generates (``SamplerSpec``: a name and the options of
                            ``SAMPLING_OPTIONS`` it takes), the first being the default;
 - ``estimators``           the names of its likelihood estimators, the first being the default;
@@ -61,7 +64,8 @@ from genzoo.data.core import DataInfo, InputKind, check_finite
 LIKELIHOOD_KINDS = ("exact", "lower_bound", "estimate", "numerical", "unavailable")
 LikelihoodKind = Literal["exact", "lower_bound", "estimate", "numerical", "unavailable"]
 SAMPLING_OPTIONS = ("steps", "temperature", "guidance")  # options a sampler may take (genzoo sample --steps ...)
-CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms")
+CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms", "invert",
+                "initialize")
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,13 @@ class GenerativeModel(nn.Module):
 
     def fit_after_training(self, batches) -> None:
         """A closed-form step on the training data after gradient training (capability "fit_after_training")."""
+
+    def initialize(self, x: Tensor, y: Tensor | None = None) -> None:
+        """Data-dependent initialisation from one batch (capability "initialize"), e.g. Glow's ActNorm."""
+
+    def locate_nonfinite(self, x: Tensor, y: Tensor | None = None) -> str:
+        """Which part of the model first turns this batch non-finite ('' when it cannot tell)."""
+        return ""
 
     def can(self, capability: str) -> bool:
         """Whether this model declares ``capability`` (one of ``CAPABILITIES``)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast, set_seed
 from tqdm.auto import tqdm
 
 from genzoo import checkpoint
@@ -94,6 +94,8 @@ class Trainer:
             prepare_output_dir(self.out, resume)
         self.accelerator.wait_for_everyone()
 
+        if model.can("initialize") and not resume and not config.init_from:
+            self.initialize(model)
         self.phases = model.phases()
         ddp_options.find_unused_parameters = len(self.phases) > 1  # one player's update leaves the others' unused
         fused = self.accelerator.device.type in ("cpu", "cuda")  # fused AdamW: ~1.4x faster MLP VAE steps here
@@ -119,6 +121,21 @@ class Trainer:
                 print(f"genzoo: resuming {self.out} from step {self.step:,} of {self.total_steps:,}", file=sys.stderr)
         if self.is_main:  # on resume too: the length of training may have changed
             checkpoint.write_run_config(self.out, model_name, self.unwrapped.config, self.info, dataclasses.asdict(config))
+
+    def initialize(self, model: GenerativeModel) -> None:
+        """The model's data-dependent initialisation (Glow's ActNorm) from the first batch of epoch 0,
+        on the main process, then broadcast: every process starts from the same weights, and a resumed
+        run from its saved ones (this is skipped)."""
+        model.to(self.accelerator.device)
+        if self.is_main:
+            idx = epoch_shard(len(self.train_split), self.config.batch_size, 0, self.config.seed)[:self.config.batch_size]
+            generator = torch.Generator().manual_seed(self.config.seed)
+            x = prepare(self.train_split.images[idx], self.info, model.input_kind, train=True, generator=generator)
+            y = None if self.train_split.labels is None or not model.conditional else self.train_split.labels[idx]
+            model.initialize(x.to(self.accelerator.device), None if y is None else y.to(self.accelerator.device))
+        if self.world > 1:
+            for tensor in model.state_dict().values():
+                broadcast(tensor, from_process=0)
 
     @property
     def unwrapped(self) -> GenerativeModel:
@@ -154,7 +171,7 @@ class Trainer:
                         with autocast:
                             terms = model(xb, yb, phase=phase.name, step=self.step)
                         loss = terms["loss"].float().mean()
-                        self.check_finite(loss, terms, phase.name)
+                        self.check_finite(loss, terms, phase.name, xb, yb)
                         optimizer.zero_grad(set_to_none=True)
                         self.accelerator.backward(loss)
                         if config.grad_clip:
@@ -244,16 +261,19 @@ class Trainer:
         """Wall-clock training time of the whole run, across resumes."""
         return self.seconds_before + (0.0 if self.fit_started is None else time.perf_counter() - self.fit_started)
 
-    def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], phase: str) -> None:
+    def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], phase: str, x: torch.Tensor,
+                     y: torch.Tensor | None) -> None:
         if torch.isfinite(loss):
             return
-        # name the component that broke, not the total it feeds
+        # name the component that broke, not the total it feeds, and the part of the model, where it can tell
         bad = next((name for name, value in terms.items() if name != "loss" and not torch.isfinite(value).all()), "loss")
+        where = self.unwrapped.locate_nonfinite(x, y)
+        where = f" (first non-finite in {where})" if where else ""
         saved = (f"the last good checkpoint in {self.out} is kept"
                  if (self.out / checkpoint.TRAIN_STATE_FILE).exists() else "no checkpoint had been written yet")
         raise TrainingDiverged(
             f"training stopped at step {self.step}: loss term {bad!r} (phase {phase!r}) is "
-            f"{terms[bad].float().mean().item()}; {saved}. Try a lower --lr, --grad-clip 1.0, or fp32 precision.")
+            f"{terms[bad].float().mean().item()}{where}; {saved}. Try a lower --lr, --grad-clip 1.0, or fp32 precision.")
 
     def save_state(self) -> None:
         """Write the weights to use and the resumable training state (main process only)."""

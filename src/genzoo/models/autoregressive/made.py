@@ -47,7 +47,6 @@ steps. The "naive" sampler reruns the whole network at every step.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -68,7 +67,7 @@ from genzoo.models.autoregressive.base import (
     raster_order,
 )
 from genzoo.models.base import LogLikelihood, ModelConfig
-from genzoo.nn.masked import MaskedLinear
+from genzoo.nn.masked import MaskedLinear, check_masks, hidden_degrees, made_masks
 from genzoo.nn.mode import eval_mode
 
 
@@ -101,74 +100,6 @@ class MADEConfig(ModelConfig, AutoregressiveConfig):
             raise ValueError(f"{name}.orderings={self.orderings} with neither order_agnostic nor "
                              "connectivity_agnostic would give K identical mask sets; set orderings=1")
         self.validate_likelihood(info, "made", MADE.supported_likelihoods)
-
-
-# --- masks from degrees ----------------------------------------------------------------------------
-def spread_degrees(units: int, low: int, high: int, generator: torch.Generator) -> Tensor:
-    """(units,) degrees evenly spread over [low, high] (every value when units >= high - low + 1),
-    assigned to the units in a random order."""
-    span = max(high - low + 1, 1)  # D = 1: one (useless) degree
-    degrees = low + torch.arange(units) * span // units
-    return degrees[torch.randperm(units, generator=generator)]
-
-
-def hidden_degrees(hidden_dims: Sequence[int], dim: int, generator: torch.Generator) -> list[Tensor]:
-    """m^l for each hidden layer: in [min m^{l-1}, D - 1], the inputs' minimum degree being 1."""
-    degrees, low = [], 1
-    for units in hidden_dims:
-        degrees.append(spread_degrees(units, low, dim - 1, generator))
-        low = int(degrees[-1].min())
-    return degrees
-
-
-def input_degrees(order: Tensor) -> Tensor:
-    """m^0 (D,): the position (1..D) of each flat dimension in ``order``."""
-    degrees = torch.empty_like(order)
-    degrees[order] = torch.arange(1, len(order) + 1)
-    return degrees
-
-
-def made_masks(order: Tensor, degrees: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
-    """The boolean (out, in) masks of one set, input to output (eq. 12, 13), and its direct mask (D, D).
-
-    The output mask has one row per dimension; each of the dimension's P output units uses it.
-    """
-    m0 = input_degrees(order)  # (D,)
-    masks, previous = [], m0
-    for m in degrees:
-        masks.append(m[:, None] >= previous[None, :])  # (H_l, H_{l-1})
-        previous = m
-    masks.append(m0[:, None] > previous[None, :])  # (D, H_L)
-    direct = m0[:, None] > m0[None, :]  # (D, D): strictly lower-triangular in the order
-    return masks, direct
-
-
-def check_masks(masks: Sequence[Tensor], order: Tensor, direct: Tensor | None = None) -> None:
-    """Raise ``ValueError`` unless every output reads only the inputs before it in ``order``.
-
-    ``masks``: the (out, in) masks from the input layer to the output layer, whose D*P rows are P
-    per dimension in flat order (P >= 1); ``direct``: an optional (D*P, D) input-to-output mask. The product
-    of the masks counts the paths from input j to output d; it must vanish unless j precedes d.
-    """
-    d = len(order)
-    if masks[0].shape[1] != d or masks[-1].shape[0] % d or (direct is not None and tuple(direct.shape) != (masks[-1].shape[0], d)):
-        raise ValueError(f"masks of shapes {[tuple(m.shape) for m in masks]} (direct: "
-                         f"{None if direct is None else tuple(direct.shape)}) do not fit {d} dimensions")
-    p = masks[-1].shape[0] // d
-    reach = (masks[0] != 0).double()  # (H_1, D): which inputs each unit reads
-    for mask in masks[1:-1]:
-        reach = ((mask != 0).double() @ reach).clamp(max=1)
-    out = (masks[-1] != 0).reshape(d, p, -1).any(1).double()  # (D, H_L): a dimension reads what its P rows read
-    reads = (out @ reach) > 0  # (D, D) output dimension x input dimension
-    if direct is not None:
-        reads |= (direct != 0).reshape(d, p, d).any(1)
-    position = input_degrees(order.cpu())
-    allowed = position[:, None] > position[None, :]
-    leaks = (reads.cpu() & ~allowed).nonzero().tolist()
-    if leaks:
-        shown = ", ".join(f"output {o} (step {position[o] - 1}) reads input {i} (step {position[i] - 1})"
-                          for o, i in leaks[:3])
-        raise ValueError(f"MADE masks would leak the future: {shown}" + (f", and {len(leaks) - 3} more" if len(leaks) > 3 else ""))
 
 
 # --- the model -------------------------------------------------------------------------------------
