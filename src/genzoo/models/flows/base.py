@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +112,7 @@ class VariationalDequantizer(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """x (B, C, H, W) in [0, 1] -> (u (B, C, H, W), log q(u | x) (B,))."""
-        e = draw(torch.randn, tuple(x.shape), generator, x.device)
+        e = draw(torch.randn, tuple(x.shape), generator, x.device, x.dtype)
         h, log_det = self.flow(e, 2 * x - 1)  # the context map, centred
         log_normal = -0.5 * (e.pow(2) + LOG_2PI).flatten(1).sum(1)
         log_sigmoid_grad = (F.logsigmoid(h) + F.logsigmoid(-h)).flatten(1).sum(1)  # log sigmoid'(h)
@@ -167,12 +166,15 @@ class Flow(GenerativeModel):
     # --- the change of variables ----------------------------------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """z = f(x) (B, D), flat; discrete inputs are placed at the centre of their cell, (level + 1/2) / K."""
+        self.check_input(x)
         v = self._cell_centres(x) if self.input_kind == "discrete" else x
         z, _ = self.flow(v, self.context(self.check_labels(y, len(x))))
         return z.flatten(1)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """x = f^-1(z) for z (B, D), in the model's input representation."""
+        if z.dim() != 2 or z.shape[1] != self.info.dim:
+            raise ValueError(f"{self.name} decodes codes z of shape (B, {self.info.dim}), got {tuple(z.shape)}")
         x = self.flow.inverse(z.reshape(len(z), *self.latent_shape), self.context(self.check_labels(y, len(z))))
         if self.info.value_type == "continuous":
             return x
@@ -242,7 +244,7 @@ class Flow(GenerativeModel):
             raise ValueError(f"{self.name} is unconditional and takes no labels; train it with "
                              "--set class_conditional=true to sample a class")
         labels = self.check_labels(labels, n)
-        z = temperature * draw(torch.randn, (n, math.prod(self.latent_shape)), generator, self.device)
+        z = temperature * draw(torch.randn, (n, math.prod(self.latent_shape)), generator, self.device, self.dtype)
         return self.decode(z, labels)
 
     def initialize(self, x: Tensor, y: Tensor | None = None) -> None:
@@ -256,9 +258,9 @@ class Flow(GenerativeModel):
         names = {module: name for name, module in self.named_modules()}
 
         def check(module, inputs, output):
-            if not found and isinstance(output, tuple):
-                if not all(torch.isfinite(t).all() for t in output if isinstance(t, Tensor)):
-                    found.append(f"{names[module]} ({type(module).__name__})")
+            finite = all(torch.isfinite(t).all() for t in output if isinstance(t, Tensor))
+            if not found and not finite:
+                found.append(f"{names[module]} ({type(module).__name__})")
 
         hooks = [m.register_forward_hook(check) for m in self.modules() if isinstance(m, Transform)]
         try:

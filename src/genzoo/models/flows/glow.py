@@ -61,7 +61,7 @@ def glow_transforms(info: DataInfo, kind: str, levels: int, steps: int, hidden: 
             kept = shape[0] - shape[0] // 2
             priors.append(FactorPrior(kept, shape[0] // 2, hidden, context_dim))
             shape = (kept, *shape[1:])
-    return [MultiScale(info.shape, stack, priors)]
+    return [MultiScale(info.shape, stack, priors, context_dim)]
 
 
 @dataclass

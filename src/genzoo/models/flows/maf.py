@@ -19,7 +19,13 @@ import torch
 from genzoo.data.core import DataInfo
 from genzoo.models.base import ModelConfig, check_positive
 from genzoo.models.flows.base import Flow, FlowConfig
-from genzoo.models.flows.transforms import ActNorm, Flatten, MaskedAutoregressive, Permutation, Transform
+from genzoo.models.flows.transforms import (
+    ActNorm,
+    Flatten,
+    MaskedAutoregressive,
+    Permutation,
+    Transform,
+)
 
 
 def autoregressive_transforms(info: DataInfo, kind: str, layers: int, hidden: int, blocks: int, actnorm: bool,

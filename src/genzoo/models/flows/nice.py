@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from genzoo.data.core import DataInfo
 from genzoo.models.base import ModelConfig, check_positive
 from genzoo.models.flows.base import Flow, FlowConfig
-from genzoo.models.flows.transforms import Coupling, Flatten, Scaling, Transform, alternating_mask
+from genzoo.models.flows.transforms import (
+    Coupling,
+    Flatten,
+    Scaling,
+    Transform,
+    alternating_mask,
+)
 
 
 def check_coupling_dim(config: ModelConfig, info: DataInfo) -> None:

@@ -81,4 +81,4 @@ class RealNVP(Flow):
             levels.append(Compose([self.coupling(checkerboard_mask(shape, i % 2), k) for i in range(3)] + [Squeeze()] +
                                   [self.coupling(channel_mask(squeezed, i % 2), k) for i in range(3)]))
             shape = (squeezed[0] - squeezed[0] // 2, *squeezed[1:])  # the kept half
-        return [MultiScale(self.info.shape, levels, [None] * (c.levels - 1))]
+        return [MultiScale(self.info.shape, levels, [None] * (c.levels - 1), k)]

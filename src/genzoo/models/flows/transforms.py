@@ -10,8 +10,9 @@ data towards noise, the normalising direction:
 variational dequantiser an image (B, C, H, W); None when unconditional. Shapes: images (B, C, H, W)
 or vectors (B, D); ``Squeeze``, ``Flatten`` and ``MultiScale`` change the shape and keep the size.
 
-Under bf16 autocast the conditioners run in bf16, and their outputs are cast to fp32 before they
-become scales, log-scales and spline knots; every log-det is summed in fp32.
+Under bf16 autocast only the conditioners run in bf16: their outputs are cast to fp32 before they
+become scales, log-scales and spline knots, the values passed from transform to transform stay in
+fp32 (at least), and every log-det is summed in fp32.
 
 Transforms here, each with its paper:
 - ``Logit``: x in [0, 1] -> logit(alpha + (1 - 2 alpha) x) (Dinh et al. 2017, section 4.1); its
@@ -252,8 +253,10 @@ class InvertibleLinear(Transform):
         return self.permutation @ lower @ upper
 
     def _multiply(self, x: Tensor, weight: Tensor) -> Tensor:
+        x = at_least_fp32(x)
         weight = weight.to(x.dtype)
-        return F.conv2d(x, weight[:, :, None, None]) if self.image else x @ weight.T
+        with torch.autocast(x.device.type, enabled=False):  # a C x C product: cheap, and kept in fp32
+            return F.conv2d(x, weight[:, :, None, None]) if self.image else x @ weight.T
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         pixels = x.shape[2] * x.shape[3] if self.image else 1
@@ -306,6 +309,7 @@ class Coupling(Transform):
             raise ValueError("a coupling mask must keep some dimensions and transform the others")
         self.kind, self.scale_bound, self.bins, self.tail_bound = kind, scale_bound, bins, tail_bound
         self.register_buffer("mask", mask.float())
+        self.register_buffer("free", 1 - mask.float())  # 1 where the coupling transforms
         self.params = {"additive": 1, "affine": 2, "spline": 3 * bins - 1}[kind]  # P per transformed dimension
         if mask.dim() == 3:
             c = mask.shape[0]
@@ -337,13 +341,12 @@ class Coupling(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         theta = self.theta(x * self.mask, context)
         g, log_det = self._g(x, theta, inverse=False)
-        y = self.mask * x + (1 - self.mask) * g
-        return y.to(x.dtype), per_example((1 - self.mask) * log_det)
+        return torch.addcmul(self.mask * x, self.free, g), per_example(self.free * log_det)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         theta = self.theta(y * self.mask, context)
         g, _ = self._g(y, theta, inverse=True)
-        return (self.mask * y + (1 - self.mask) * g).to(y.dtype)
+        return torch.addcmul(self.mask * y, self.free, g)
 
 
 # --- masked autoregressive ------------------------------------------------------------------------
@@ -381,13 +384,13 @@ class MaskedAutoregressive(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         u, log_det = self._g(x, self.conditionals(x, context), inverse=False)
-        return u.to(x.dtype), per_example(log_det)
+        return u, per_example(log_det)
 
     def inverse(self, u: Tensor, context: Tensor | None = None) -> Tensor:
-        x = torch.zeros_like(u)
+        x = torch.zeros_like(at_least_fp32(u))
         for d in self.order.tolist():  # x_d needs every x before d: D passes
             value, _ = self._g(u[:, d], self.conditionals(x, context)[:, d], inverse=True)
-            x[:, d] = value.to(x.dtype)
+            x[:, d] = value
         return x
 
 
@@ -407,11 +410,11 @@ class FactorPrior(Transform):
 
     def forward(self, z: Tensor, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         mean, log_scale = self._mean_log_scale(kept, context)
-        return ((at_least_fp32(z) - mean) * (-log_scale).exp()).to(z.dtype), -per_example(log_scale)
+        return (at_least_fp32(z) - mean) * (-log_scale).exp(), -per_example(log_scale)
 
     def inverse(self, e: Tensor, kept: Tensor, context: Tensor | None = None) -> Tensor:
         mean, log_scale = self._mean_log_scale(kept, context)
-        return (at_least_fp32(e) * log_scale.exp() + mean).to(e.dtype)
+        return at_least_fp32(e) * log_scale.exp() + mean
 
 
 class MultiScale(Transform):
@@ -419,20 +422,21 @@ class MultiScale(Transform):
     (factored out) and the rest goes on (Dinh et al. 2017, section 3.6). Output: every factored-out
     part and the last level's output, flattened and concatenated, (B, D).
 
-    ``priors[i]`` (or None: a standard normal) is the learned prior of the part factored out after level i.
+    ``priors[i]`` (or None: a standard normal) is the learned prior of the part factored out after level i;
+    ``context_dim`` is the size of the context vector the levels take (0: none).
     """
 
     def __init__(self, shape: tuple[int, int, int], levels: Sequence[Transform],
-                 priors: Sequence[FactorPrior | None]):
+                 priors: Sequence[FactorPrior | None], context_dim: int = 0):
         super().__init__()
         self.levels = nn.ModuleList(levels)
         self.priors = nn.ModuleList(p if p is not None else nn.Identity() for p in priors)
         self.has_prior = [p is not None for p in priors]
         self.shapes = []  # per level: (kept shape, factored-out shape or None)
         with torch.no_grad():  # a dry run on one example records the shapes
-            h = torch.full((1, *shape), 0.5)
+            h, context = torch.full((1, *shape), 0.5), torch.zeros(1, context_dim) if context_dim else None
             for i, level in enumerate(self.levels):
-                h, _ = level(h)
+                h, _ = level(h, context)
                 if i < len(self.levels) - 1:
                     h, z = self._split(h)
                     self.shapes.append((tuple(h.shape[1:]), tuple(z.shape[1:])))
