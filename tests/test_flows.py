@@ -4,13 +4,16 @@
   parameters randomised far from the identity (the conditioners start at zero);
 - every transform's log|det J| equals the slogdet of its autograd Jacobian, and is far from 0 where it can be
   (exactly 0, with a permutation or unit-triangular Jacobian, for the volume-preserving ones);
-- every model: the flow round-trips, log_density is log N(f(x)) + slogdet of the whole map's Jacobian, and the
-  density of a 2-D flow integrates to 1;
+- a float64 transform or flow computes in float64 (nothing rounded to float32 on the way);
+- every model, unconditional and class-conditional: the flow round-trips, and log_density is log N(f(x)) + slogdet
+  of the whole map's Jacobian; the density of a 2-D flow integrates to 1 over a grid;
 - MAF's conditionals pass the shared autoregressive check;
-- dequantisation: uniform bound <= log P(x) (P by Monte Carlo over the cell), the variational bound tightens with
-  its importance draws, and a trained variational dequantiser beats the uniform one;
+- dequantisation on 2x2 images of 4 levels: the uniform bound <= log P(x) (P by Monte Carlo over the cell), the
+  variational bound <= log P(x) and tighter with more importance draws, and a trained variational dequantiser beats
+  uniform noise;
 - bits/dim through the logit transform against a hand computation;
-- sampling, NaN location, ActNorm's data-dependent initialisation, and configuration errors.
+- sampling (seeded, temperature, labels), NaN location during training, ActNorm's data-dependent initialisation,
+  and configuration errors that name the field (and whose advice works).
 """
 
 from __future__ import annotations
@@ -282,18 +285,18 @@ MODEL_DATA = [(key, info) for info in (TWO_MOONS, TINY_IMAGE) for key in MODEL_K
     ("realnvp", DIGITS), ("glow", DIGITS), ("maf", DIGITS), ("nice", DIGITS)]  # class-conditional on digits
 
 
-def model_inputs(info: DataInfo, n: int = 3) -> tuple[Tensor, Tensor | None]:
+def model_inputs(info: DataInfo, n: int = 3) -> Tensor:
+    """(n, *shape) float64: uniformly dequantised pixels in (0, 1) for images, standard normal vectors otherwise."""
     generator = torch.Generator().manual_seed(7)
-    if info.kind == "image":  # uniformly dequantised pixels in (0, 1)
-        return torch.rand(n, *info.shape, generator=generator, dtype=F64), None
-    return torch.randn(n, *info.shape, generator=generator, dtype=F64), None
+    sampler = torch.rand if info.kind == "image" else torch.randn
+    return sampler(n, *info.shape, generator=generator, dtype=F64)
 
 
 @pytest.mark.parametrize("key, info", MODEL_DATA, ids=[f"{k}-{i.name}" for k, i in MODEL_DATA])
 def test_every_flow_round_trips_and_its_log_density_is_the_change_of_variables(key, info):
     conditional = info is DIGITS
     model = randomise(flow_model(key, info, class_conditional=conditional).double(), std=0.15)
-    x, _ = model_inputs(info)
+    x = model_inputs(info)
     y = torch.tensor([1, 4, 9]) if conditional else None
     context = F.one_hot(y, info.num_classes).to(F64) if conditional else None  # what the conditioners read
     with torch.no_grad():
@@ -323,7 +326,7 @@ def test_a_float64_flow_computes_in_float64():
     offenders = {}
     for key in MODEL_KEYS:
         model = randomise(flow_model(key, TINY_IMAGE).double(), std=0.15)
-        errors = float64_errors(model.flow, model.flow.inverse, model_inputs(TINY_IMAGE)[0])
+        errors = float64_errors(model.flow, model.flow.inverse, model_inputs(TINY_IMAGE))
         if errors:
             offenders[key] = ", ".join(errors)
     assert not offenders, f"float64 flows that compute in float32: {offenders}"
@@ -366,7 +369,7 @@ def test_masked_autoregressive_conditionals_read_only_earlier_dimensions(kind, c
     ctx = torch.randn(2, E) if context else None
     reads = check_autoregressive(Conditionals(transform, ctx), batch=2)
     assert reads[0] == 0 and all(r > 0 for r in reads[1:])
-    # and so u = f(x) has a triangular Jacobian in the order, with the log-det its diagonal's
+    # and so u = f(x) has a triangular Jacobian in the order (strictly lower part non-zero: it is not elementwise)
     x = torch.randn(1, d, dtype=F64)
     transform.double()
     jac = jacobian(lambda v: transform(v, None if ctx is None else ctx[:1].double())[0], x[0])

@@ -161,7 +161,7 @@ class Flow(GenerativeModel):
         """The conditioners' context: the label's one-hot (B, K), or None for an unconditional flow."""
         if not self.context_dim or y is None:
             return None
-        return F.one_hot(y, self.context_dim).float()
+        return F.one_hot(y, self.context_dim).to(torch.promote_types(self.dtype, torch.float32))
 
     # --- the change of variables ----------------------------------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -76,7 +76,7 @@ class GlowConfig(ModelConfig, FlowConfig):
         check_positive(self, "levels", "steps", "hidden", "blocks", "scale_bound")
         check_coupling_dim(self, info)
         if info.kind == "image":
-            check_squeezes(self, "levels", info, self.levels)
+            check_squeezes(self, "levels", info, self.levels, 0)
         self.validate_flow(info, "glow")
 
 

@@ -42,7 +42,7 @@ class NSFConfig(ModelConfig, FlowConfig):
         if self.transform == "coupling":
             check_coupling_dim(self, info)
             if info.kind == "image":
-                check_squeezes(self, "levels", info, self.levels)
+                check_squeezes(self, "levels", info, self.levels, 0)
         self.validate_flow(info, "nsf")
 
 

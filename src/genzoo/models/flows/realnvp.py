@@ -31,16 +31,21 @@ from genzoo.models.flows.transforms import (
 )
 
 
-def check_squeezes(config: ModelConfig, field: str, info: DataInfo, squeezes: int) -> None:
-    """``squeezes`` halvings of the height and width must each meet an even size."""
+def check_squeezes(config: ModelConfig, field: str, info: DataInfo, squeezes: int, levels_per_squeeze_offset: int,
+                   min_pixels: int = 1) -> None:
+    """``squeezes`` halvings of the height and width must each meet an even size and leave at least
+    ``min_pixels`` pixels; the error names ``field`` and the deepest value that builds (the number of
+    squeezes plus ``levels_per_squeeze_offset``)."""
     _, h, w = info.shape
-    for i in range(squeezes):
-        if h % 2 or w % 2:
-            value = getattr(config, field)
-            raise ValueError(f"{type(config).__name__}.{field}={value} is deeper than {info.shape[1]}x{info.shape[2]} "
-                             f"images allow: squeeze {i + 1} would meet an odd size {h}x{w}; "
-                             f"use at most {field}={value - (squeezes - i)}")
-        h, w = h // 2, w // 2
+    deepest = 0
+    while h % 2 == 0 and w % 2 == 0 and (h // 2) * (w // 2) >= min_pixels:
+        h, w, deepest = h // 2, w // 2, deepest + 1
+    if squeezes > deepest:
+        value = getattr(config, field)
+        raise ValueError(f"{type(config).__name__}.{field}={value} is deeper than {info.shape[1]}x{info.shape[2]} images "
+                         f"allow ({squeezes} squeezes; at most {deepest} halve the size evenly and leave "
+                         f"{min_pixels} pixel{'s' if min_pixels > 1 else ''}): use at most "
+                         f"{field}={deepest + levels_per_squeeze_offset}")
 
 
 @dataclass
@@ -55,7 +60,7 @@ class RealNVPConfig(ModelConfig, FlowConfig):
         check_positive(self, "levels", "couplings", "hidden", "blocks", "scale_bound")
         check_coupling_dim(self, info)
         if info.kind == "image":
-            check_squeezes(self, "levels", info, self.levels - 1)
+            check_squeezes(self, "levels", info, self.levels - 1, 1, min_pixels=2)  # a checkerboard needs 2 pixels
         self.validate_flow(info, "realnvp")
 
 

@@ -16,20 +16,33 @@ IMAGE_SHORT = ("--batch-size", "64", "--lr-schedule", "cosine", "--warmup-steps"
 ARENA_SHORT = ("--lr-schedule", "cosine")
 FULL_MNIST = "full 60k training set, converged on GPUs"
 
+TABLE = "Chen et al. 2019 (Residual Flows), Table 2"
+
 RECIPES = [
     # 8-bit MNIST, uniform dequantisation: a bound on the discrete NLL in bits/dim
     Recipe("glow-mnist-short", "glow", MNIST, 30 * 140, (*IMAGE_SHORT, "--steps", "8", "--hidden", "128"),
            "L = 2 levels of K = 8 steps, 128 channels (607k parameters)", sets=("short",), max_minutes=75,
-           eval_metrics="nll", reference=Reference(1.05, "bits_per_dim", "Kingma & Dhariwal 2018, Table 2", FULL_MNIST)),
+           eval_metrics="nll", reference=Reference(1.05, "bits_per_dim", TABLE, FULL_MNIST)),
     Recipe("realnvp-mnist-short", "realnvp", MNIST, 30 * 140, (*IMAGE_SHORT, "--hidden", "64"),
            "2 levels, 3+3 / 4 couplings, 64 channels (124k parameters)", sets=("short",), max_minutes=75,
-           eval_metrics="nll", reference=Reference(1.06, "bits_per_dim", "Dinh et al. 2017 via Papamakarios et al. 2017",
-                                                   FULL_MNIST)),
-    # binarized MNIST, variational dequantisation: a bound in nats beside the VAE and autoregressive rows
+           eval_metrics="nll", reference=Reference(1.06, "bits_per_dim", TABLE, FULL_MNIST)),
+    Recipe("nice-mnist-short", "nice", MNIST, 30 * 140, IMAGE_SHORT,
+           "4 additive couplings, MLPs 5 x 1000, scaling (the paper's; 22M parameters)", sets=("short",),
+           max_minutes=60, eval_metrics="nll", reference=Reference(4.36, "bits_per_dim", TABLE, FULL_MNIST)),
+    Recipe("maf-mnist-short", "maf", MNIST, 30 * 140, IMAGE_SHORT,
+           "5 MADE layers 2 x 512, actnorm, orders reversed", sets=("short",), max_minutes=60,
+           eval_metrics="nll", reference=Reference(1.89, "bits_per_dim", TABLE, FULL_MNIST)),
+    Recipe("nsf-mnist-short", "nsf", MNIST, 20 * 140, (*IMAGE_SHORT, "--steps", "4", "--hidden", "64"),
+           "L = 2 levels of K = 4 spline-coupling steps (8 bins), 64 channels", sets=("short",), max_minutes=60,
+           eval_metrics="nll"),
+    # binarized MNIST, dequantised: bounds in nats beside the VAE and autoregressive rows
     Recipe("glow-binarized-short", "glow", BINARIZED, 3 * 781,
            (*IMAGE_SHORT, "--steps", "4", "--hidden", "64", "--set", "dequantization=variational"),
-           "L = 2, K = 4, 64 channels, variational dequantiser of 4 couplings", sets=("short",), max_minutes=45,
+           "variational dequantisation (4 couplings); L = 2, K = 4, 64 channels", sets=("short",), max_minutes=45,
            eval_metrics="nll"),
+    Recipe("glow-binarized-uniform-short", "glow", BINARIZED, 3 * 781,
+           (*IMAGE_SHORT, "--steps", "4", "--hidden", "64"),
+           "uniform dequantisation; L = 2, K = 4, 64 channels", sets=("short",), max_minutes=45, eval_metrics="nll"),
     # the 8x8 digits at the dataset's default 100 epochs, unconditional and class-conditional (scored by the
     # conditional accuracy of their samples: the label's one-hot enters every conditioner and learned prior)
     Recipe("glow-digits", "glow", ("digits",), None, ("--hidden", "64"), "L = 2, K = 8, 64 channels", sets=("short",)),

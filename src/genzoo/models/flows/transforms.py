@@ -170,11 +170,11 @@ class Scaling(Transform):
         self.log_scale = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        log_scale = self.log_scale.float()
+        log_scale = at_least_fp32(self.log_scale)
         return x * log_scale.exp(), log_scale.sum().expand(len(x))
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
-        return y * (-self.log_scale.float()).exp()
+        return y * (-at_least_fp32(self.log_scale)).exp()
 
 
 class ActNorm(Transform):
@@ -203,11 +203,11 @@ class ActNorm(Transform):
                 self.log_scale.copy_(torch.log(x.std(dims, keepdim=True) + 1e-6))
                 self.initialized.fill_(True)
         pixels = x.shape[2] * x.shape[3] if self.image else 1
-        log_scale = self.log_scale.float()
+        log_scale = at_least_fp32(self.log_scale)
         return (x - self.loc) * (-log_scale).exp(), (-pixels * log_scale.sum()).expand(len(x))
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
-        return y * self.log_scale.float().exp() + self.loc
+        return y * at_least_fp32(self.log_scale).exp() + self.loc
 
 
 @contextlib.contextmanager
@@ -247,9 +247,9 @@ class InvertibleLinear(Transform):
 
     def weight(self) -> Tensor:
         """W (C, C) in fp32."""
-        eye = torch.eye(len(self.sign_s), device=self.sign_s.device)
-        lower = self.lower.float() * self.lower_mask + eye
-        upper = self.upper.float() * self.lower_mask.T + torch.diag(self.sign_s * self.log_abs_s.float().exp())
+        eye = torch.eye(len(self.sign_s), device=self.sign_s.device, dtype=at_least_fp32(self.lower).dtype)
+        lower = at_least_fp32(self.lower) * self.lower_mask + eye
+        upper = at_least_fp32(self.upper) * self.lower_mask.T + torch.diag(self.sign_s * at_least_fp32(self.log_abs_s).exp())
         return self.permutation @ lower @ upper
 
     def _multiply(self, x: Tensor, weight: Tensor) -> Tensor:
@@ -260,7 +260,7 @@ class InvertibleLinear(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         pixels = x.shape[2] * x.shape[3] if self.image else 1
-        return self._multiply(x, self.weight()), (pixels * self.log_abs_s.float().sum()).expand(len(x))
+        return self._multiply(x, self.weight()), (pixels * at_least_fp32(self.log_abs_s).sum()).expand(len(x))
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         return self._multiply(y, torch.linalg.inv(self.weight().double()).to(y.dtype))
@@ -322,7 +322,7 @@ class Coupling(Transform):
         """(B, *shape, P) fp32 parameters of g for every dimension (used where m = 0)."""
         vector, image = split_context(context)
         raw = self.conditioner(kept, vector, image) if self.mask.dim() == 3 else self.conditioner(kept, vector)
-        return params_to_last(raw.float(), tuple(self.mask.shape))
+        return params_to_last(at_least_fp32(raw), tuple(self.mask.shape))
 
     def _g(self, x: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         """g or g^-1 elementwise: (value, log|dg/dx| per element), fp32."""
@@ -370,7 +370,7 @@ class MaskedAutoregressive(Transform):
 
     def conditionals(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """(B, D) -> (B, D, P) fp32: entry d reads only the x before d in ``order``."""
-        return self.conditioner(x, context).float()
+        return at_least_fp32(self.conditioner(x, context))
 
     def _g(self, x: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         x = at_least_fp32(x)
@@ -405,7 +405,7 @@ class FactorPrior(Transform):
 
     def _mean_log_scale(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         vector, _ = split_context(context)
-        mean, log_scale = self.conditioner(kept, vector).float().chunk(2, dim=1)
+        mean, log_scale = at_least_fp32(self.conditioner(kept, vector)).chunk(2, dim=1)
         return mean, soft_clamp(log_scale, 5.0)
 
     def forward(self, z: Tensor, kept: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
