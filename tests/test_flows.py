@@ -696,3 +696,28 @@ def test_the_levels_a_too_deep_error_suggests_can_be_built(model, data, levels):
     suggested = int(re.search(r"levels=(\d+)$", str(error.value)).group(1))
     assert suggested < levels
     build_model(model, info, {**TINY[model], "levels": suggested})  # the advice works
+
+
+@pytest.mark.parametrize("name", ["realnvp", "glow", "nsf", "maf"])
+def test_under_bf16_autocast_only_the_conditioners_leave_fp32(name):
+    """bf16 autocast runs the conditioners in bf16; the values between transforms, the log-dets and the
+    loss stay in fp32, and the loss stays within bf16 rounding of the fp32 one."""
+    info = DataInfo("tiny", (1, 4, 4), 0, "discrete", 4)
+    model = build_model(name, info, {"hidden": 8})
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    model.initialize(x)
+    generator = torch.Generator().manual_seed(1)
+    for p in model.parameters():  # the weights away from zero, so that the conditioners matter
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.1, generator=generator)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, out: seen.append(out)) for m in model.modules()
+             if isinstance(m, Transform)]
+    with torch.autocast("cpu", torch.bfloat16):
+        loss = model.loss(x)["loss"]
+    for hook in hooks:
+        hook.remove()
+    assert loss.dtype == torch.float32
+    assert seen and all(t.dtype == torch.float32 for out in seen for t in out if isinstance(t, Tensor))
+    exact = model.loss(x)["loss"]
+    assert torch.allclose(loss, exact, rtol=0.05, atol=0.5) and not torch.equal(loss, exact)
