@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +34,7 @@ from autoregressive_checks import check_autoregressive
 from torch import Tensor
 
 from genzoo.data.core import DataInfo, Split, bits_per_dim, nats_offset
+from genzoo.checkpoint import MODEL_FILE, read_tensors
 from genzoo.data.registry import dataset_info
 from genzoo.evaluate.arena import density_grid, grid_mass
 from genzoo.evaluate.likelihood import fixed_inputs, likelihood_metrics
@@ -721,3 +725,26 @@ def test_under_bf16_autocast_only_the_conditioners_leave_fp32(name):
     assert seen and all(t.dtype == torch.float32 for out in seen for t in out if isinstance(t, Tensor))
     exact = model.loss(x)["loss"]
     assert torch.allclose(loss, exact, rtol=0.05, atol=0.5) and not torch.equal(loss, exact)
+
+
+def test_two_processes_start_from_the_main_process_actnorm_initialisation(tmp_path):
+    """ActNorm's data-dependent initialisation runs once, on the main process, from the first batch of
+    epoch 0, and reaches every process: a 2-process run starts from the same ActNorm parameters as a
+    1-process run (one step at lr 1e-12 leaves them where the initialisation put them)."""
+    args = ["-m", "genzoo", "train", "glow", "--max-steps", "1", "--batch-size", "32", "--lr", "1e-12", "--hidden", "8",
+            "--steps", "1", "--levels", "1", "--eval-metrics", "", "--eval-draws", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=240)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", *args, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env, timeout=240)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (read_tensors(tmp_path / run / MODEL_FILE)[0] for run in ("one", "two"))
+    actnorm = [k for k in a if k.endswith(("loc", "log_scale")) and "transforms" in k]
+    assert actnorm and all(bool(a[k.rsplit(".", 1)[0] + ".initialized"]) for k in actnorm)
+    assert all(a[k].abs().max() > 0.01 for k in actnorm)  # moved away from the identity by the data
+    for k in actnorm:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

@@ -141,7 +141,8 @@ def format_metrics(metrics: dict) -> str:
                     lines.append(f"{name:<18} {value:9.2f} nats  {metrics[key[:-5] + '_bits_per_dim']:.4f} bits/dim")
             kind = {"exact": "exact", "lower_bound": "upper bound", "estimate": "estimate, not a bound",
                     "numerical": "numerical"}[metrics["likelihood"]]
-            draws = f", {metrics['draws']} draws" if metrics["likelihood"] != "exact" else ""
+            count = metrics["draws"]
+            draws = f", {count} draw{'s' if count != 1 else ''}" if metrics["likelihood"] != "exact" else ""
             error = f" ± {metrics['nll_std_err']:.2g}" if metrics.get("nll_std_err") else ""
             lines.append(f"{'NLL':<18} {metrics['nll_nats']:9.2f}{error} nats  {metrics['bits_per_dim']:.4f} bits/dim  "
                          f"({kind}: {metrics['estimator']}{draws})")
