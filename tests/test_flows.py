@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from autoregressive_checks import check_autoregressive
 from torch import Tensor
 
-from genzoo.data.core import DataInfo, Split, bits_per_dim, nats_offset
 from genzoo.checkpoint import MODEL_FILE, read_tensors
+from genzoo.data.core import DataInfo, Split, bits_per_dim, nats_offset
 from genzoo.data.registry import dataset_info
 from genzoo.evaluate.arena import density_grid, grid_mass
 from genzoo.evaluate.likelihood import fixed_inputs, likelihood_metrics
