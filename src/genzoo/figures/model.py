@@ -24,6 +24,8 @@ from genzoo.evaluate.latent import ACTIVE_THRESHOLD, kl_per_dim, latent_activity
 from genzoo.figures.grids import WHITE, save_image_grid, save_rows
 from genzoo.nn.mode import eval_mode, module_device
 
+REDUCED_TEMPERATURE = 0.7  # the second sample grid of a model whose sampler takes a temperature (Kingma & Dhariwal 2018)
+
 # ------------------------------------------------------------------------------------------------
 # Model figures: tensors only, no files
 # ------------------------------------------------------------------------------------------------
@@ -53,13 +55,14 @@ def _decode(model: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
     return model.decode(z, y).detach().float().cpu()  # (B, C, H, W)
 
 
-def sample_grid(model: nn.Module, n: int = 64, seed: int = 0) -> Tensor:
-    """n samples (n, C, H, W); conditional models get labels cycling 0..K-1."""
+def sample_grid(model: nn.Module, n: int = 64, seed: int = 0, **options) -> Tensor:
+    """n samples (n, C, H, W) with the default sampler and ``options`` (e.g. temperature=0.7);
+    conditional models get labels cycling 0..K-1."""
     with _evaluating(model):
         labels = None
         if model.conditional:
             labels = torch.arange(n, device=module_device(model)) % model.info.num_classes
-        return model.generate(n, labels, _generator(model, seed)).detach().float().cpu()
+        return model.generate(n, labels, _generator(model, seed), **options).detach().float().cpu()
 
 
 def reconstructions(model: nn.Module, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
@@ -213,6 +216,9 @@ def write_run_figures(
     """
     out_dir = Path(out_dir)
     paths = [save_image_grid(sample_grid(model, 64, seed), out_dir / "samples.png", nrow=8)]
+    if "temperature" in model.sampler_spec(None).options:  # Glow's reduced-temperature samples, same noise
+        paths.append(save_image_grid(sample_grid(model, 64, seed, temperature=REDUCED_TEMPERATURE),
+                                     out_dir / f"samples_temperature_{REDUCED_TEMPERATURE:g}.png", nrow=8))
     if model.can("encode"):
         xs, ys = x[:16], None if y is None else y[:16]
         paths.append(save_rows(reconstructions(model, xs, ys), out_dir / "reconstructions.png", ["data", "recon"]))
