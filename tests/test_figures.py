@@ -15,6 +15,7 @@ from genzoo.data.core import DataInfo
 from genzoo.figures.curves import read_log_terms, save_loss_curves
 from genzoo.figures.grids import image_grid, rows_image, save_image_grid
 from genzoo.figures.model import class_grid, denoising_triples, interpolation, latent_traversal, reconstructions, sample_grid, write_run_figures
+from genzoo.models.base import SamplerSpec
 
 INFO = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
 
@@ -39,6 +40,7 @@ class FakeModel(nn.Module):
         self.dropout = nn.Dropout(0.5)  # identity in eval mode: figures must run in eval mode
 
     capabilities = frozenset({"encode", "corrupt"})
+    samplers = (SamplerSpec("ancestral"),)
 
     @property
     def conditional(self) -> bool:

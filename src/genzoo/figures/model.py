@@ -216,7 +216,7 @@ def write_run_figures(
     """
     out_dir = Path(out_dir)
     paths = [save_image_grid(sample_grid(model, 64, seed), out_dir / "samples.png", nrow=8)]
-    if "temperature" in model.sampler_spec(None).options:  # Glow's reduced-temperature samples, same noise
+    if "temperature" in model.samplers[0].options:  # Glow's reduced-temperature samples, same noise
         paths.append(save_image_grid(sample_grid(model, 64, seed, temperature=REDUCED_TEMPERATURE),
                                      out_dir / f"samples_temperature_{REDUCED_TEMPERATURE:g}.png", nrow=8))
     if model.can("encode"):
