@@ -309,7 +309,7 @@ class Coupling(Transform):
             raise ValueError("a coupling mask must keep some dimensions and transform the others")
         self.kind, self.scale_bound, self.bins, self.tail_bound = kind, scale_bound, bins, tail_bound
         self.register_buffer("mask", mask.float())
-        self.register_buffer("free", 1 - mask.float())  # 1 where the coupling transforms
+        self.register_buffer("free", 1 - mask.float(), persistent=False)  # 1 where the coupling transforms
         self.params = {"additive": 1, "affine": 2, "spline": 3 * bins - 1}[kind]  # P per transformed dimension
         if mask.dim() == 3:
             c = mask.shape[0]
