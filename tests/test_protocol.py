@@ -103,3 +103,16 @@ def test_the_importance_estimator_reports_its_own_standard_error():
     exact = likelihood_metrics(made, split, info, limit=40)
     assert exact["likelihood"] == "exact" and exact["nll_std_err"] == 0.0 and "neg_elbo_nats" not in exact
     assert math.isfinite(runs[0]["neg_elbo_nats"]) and runs[0]["estimator"] == "importance"
+
+
+def test_every_public_name_imports_as_what_it_names():
+    """``from genzoo import NAME`` gives the function or class, never a subpackage of the same name."""
+    import subprocess
+    import sys
+
+    import genzoo
+
+    names = ", ".join(genzoo.__all__)
+    code = f"from genzoo import {names}\nimport types\nprint([n for n in [{names}] if isinstance(n, types.ModuleType)])"
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]

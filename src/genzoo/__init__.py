@@ -19,8 +19,7 @@ _API = {
     "build_model": "genzoo.models",
     "TrainConfig": "genzoo.train.loop",
     "Trainer": "genzoo.train.loop",
-    "train": "genzoo.train.loop",
-}
+}  # not "train": the subpackage genzoo.train takes that attribute once imported; use genzoo.train.train
 __all__ = sorted(_API)
 
 

@@ -8,6 +8,7 @@ see raises ``ValueError`` at construction, not a wrong likelihood later.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -169,7 +170,7 @@ class MaskedMLP(nn.Module):
         masks[-1] = masks[-1].repeat_interleave(params_per_dim, 0)  # (D*P, H_L): P rows per dimension
         check_masks(masks, order)
         sizes = [dim, *hidden_dims, dim * params_per_dim]
-        self.layers = nn.ModuleList(MaskedLinear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(MaskedLinear(n_in, n_out) for n_in, n_out in itertools.pairwise(sizes))
         for i, mask in enumerate(masks):
             self.register_buffer(f"mask_{i}", mask.float(), persistent=False)
         self.context = nn.ModuleList(nn.Linear(context_dim, n, bias=False) for n in hidden_dims) if context_dim else None
