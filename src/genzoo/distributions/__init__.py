@@ -4,6 +4,7 @@ from genzoo.distributions.gaussian import (
     gaussian_kl,
     gaussian_log_prob,
     reparameterize,
+    standard_normal_log_prob,
 )
 from genzoo.distributions.likelihoods import (
     LIKELIHOODS,
@@ -57,5 +58,6 @@ __all__ = [
     "reparameterize",
     "sample_gaussian_mixture",
     "standard_normal",
+    "standard_normal_log_prob",
     "sum_data_dims",
 ]

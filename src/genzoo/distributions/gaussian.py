@@ -17,6 +17,11 @@ def gaussian_log_prob(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I), summed over the last dimension: (..., d) -> (...)."""
+    return -0.5 * (LOG_2PI + z**2).sum(-1)
+
+
 def gaussian_kl(mean_q: Tensor, logvar_q: Tensor, mean_p: Tensor | None = None, logvar_p: Tensor | None = None) -> Tensor:
     """KL(N(mean_q, var_q) || N(mean_p, var_p)) in closed form, summed over the last dimension.
 

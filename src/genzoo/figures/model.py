@@ -227,19 +227,12 @@ def write_run_figures(
         rows = latent_traversal(model, x[0], None if y is None else y[0], dims=dims)
         paths.append(save_rows(rows, out_dir / "latent_traversal.png", traversal_labels(dims, activity, kl),
                                column_labels=[f"z={v:g}" for v in traversal_values().tolist()]))
-        pairs = min(4, len(x) // 2)
-        if pairs:
-            ya = yb = None
-            if y is not None:
-                ya, yb = y[:pairs], y[pairs : 2 * pairs]
-            rows = interpolation(model, x[:pairs], x[pairs : 2 * pairs], ya, yb)
-            paths.append(save_rows(rows, out_dir / "interpolation.png"))
-    elif model.can("invert"):  # z = f(x) has the data's size: interpolate between encoded test images
+    if model.can("encode") or model.can("invert"):  # interpolate between encoded test images (a flow's z: exact)
         pairs = min(4, len(x) // 2)
         if pairs:
             ya, yb = (None, None) if y is None else (y[:pairs], y[pairs : 2 * pairs])
-            paths.append(save_rows(interpolation(model, x[:pairs], x[pairs : 2 * pairs], ya, yb),
-                                   out_dir / "interpolation.png"))
+            rows = interpolation(model, x[:pairs], x[pairs : 2 * pairs], ya, yb)
+            paths.append(save_rows(rows, out_dir / "interpolation.png"))
     elif model.can("decode"):  # a generator of prior codes, without an encoder
         paths.append(save_rows(prior_interpolation(model, 4, 10, seed), out_dir / "interpolation.png"))
     if model.conditional:

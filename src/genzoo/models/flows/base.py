@@ -40,7 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genzoo.data.core import DataInfo
-from genzoo.distributions.numerics import LOG_2PI, at_least_fp32, draw
+from genzoo.distributions.gaussian import standard_normal_log_prob
+from genzoo.distributions.numerics import (
+    at_least_fp32,
+    draw,
+    importance_weighted_log_mean,
+)
 from genzoo.models.base import (
     EvalDefaults,
     GenerativeModel,
@@ -114,7 +119,7 @@ class VariationalDequantizer(nn.Module):
         """x (B, C, H, W) in [0, 1] -> (u (B, C, H, W), log q(u | x) (B,))."""
         e = draw(torch.randn, tuple(x.shape), generator, x.device, x.dtype)
         h, log_det = self.flow(e, 2 * x - 1)  # the context map, centred
-        log_normal = -0.5 * (e.pow(2) + LOG_2PI).flatten(1).sum(1)
+        log_normal = standard_normal_log_prob(e.flatten(1))
         log_sigmoid_grad = (F.logsigmoid(h) + F.logsigmoid(-h)).flatten(1).sum(1)  # log sigmoid'(h)
         return torch.sigmoid(h), log_normal - log_det - log_sigmoid_grad
 
@@ -136,11 +141,10 @@ class Flow(GenerativeModel):
         self.dequantizer = None
         if self.dequantization == "variational":
             self.dequantizer = VariationalDequantizer(info.shape, config.dequantizer_couplings, config.dequantizer_hidden)
-        with torch.no_grad():  # the shape of z, which sampling draws
-            z, _ = self.flow(torch.full((1, *info.shape), 0.5), self.context(torch.zeros(1, dtype=torch.long)))
-        self.latent_shape = tuple(z.shape[1:])
 
     def transforms(self) -> list[Transform]:
+        """The map from (logit) data to flat codes z (B, D): vector flows are flat, image flows end in
+        ``Flatten`` or ``MultiScale``."""
         raise NotImplementedError
 
     # --- what the model consumes ----------------------------------------------------------------
@@ -169,13 +173,13 @@ class Flow(GenerativeModel):
         self.check_input(x)
         v = self._cell_centres(x) if self.input_kind == "discrete" else x
         z, _ = self.flow(v, self.context(self.check_labels(y, len(x))))
-        return z.flatten(1)
+        return z
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """x = f^-1(z) for z (B, D), in the model's input representation."""
         if z.dim() != 2 or z.shape[1] != self.info.dim:
             raise ValueError(f"{self.name} decodes codes z of shape (B, {self.info.dim}), got {tuple(z.shape)}")
-        x = self.flow.inverse(z.reshape(len(z), *self.latent_shape), self.context(self.check_labels(y, len(z))))
+        x = self.flow.inverse(z, self.context(self.check_labels(y, len(z))))
         if self.info.value_type == "continuous":
             return x
         x = x.clamp(0, 1)
@@ -187,8 +191,7 @@ class Flow(GenerativeModel):
     def log_density(self, v: Tensor, y: Tensor | None) -> Tensor:
         """log p(v) (B,) by eq. (1), in fp32."""
         z, log_det = self.flow(v, self.context(y))
-        z = at_least_fp32(z).flatten(1)
-        return -0.5 * (z.pow(2) + LOG_2PI).sum(1) + log_det
+        return standard_normal_log_prob(at_least_fp32(z)) + log_det
 
     def _cell_centres(self, x: Tensor) -> Tensor:
         k = self.info.num_levels
@@ -224,12 +227,9 @@ class Flow(GenerativeModel):
                 return LogLikelihood(value, "exact", "change of variables (eq. 1), one pass", torch.zeros_like(value))
             return LogLikelihood(value, "lower_bound", "change of variables on uniformly dequantised inputs; "
                                  "log P(x) >= log p(v) - D log K (Jensen)", None)
-        terms = torch.stack([self._variational_terms(x, y, generator) for _ in range(num_samples)])  # (S, B)
-        value = torch.logsumexp(terms, 0) - math.log(num_samples)
-        variance = None
-        if num_samples > 1:  # delta method: Var[log mean w] ~ Var[w] / (S mean(w)^2), w normalised per example
-            w = (terms - terms.max(0).values).exp()
-            variance = (w / w.mean(0)).var(0) / num_samples
+        log_w = torch.stack([self._variational_terms(x, y, generator) for _ in range(num_samples)])  # (S, B)
+        value, variance = importance_weighted_log_mean(torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0),
+                                                       num_samples)
         return LogLikelihood(value, "lower_bound", f"variational dequantisation, {num_samples} importance draws "
                              "of q(u | x) (Flow++), D log K included", variance)
 
@@ -244,7 +244,7 @@ class Flow(GenerativeModel):
             raise ValueError(f"{self.name} is unconditional and takes no labels; train it with "
                              "--set class_conditional=true to sample a class")
         labels = self.check_labels(labels, n)
-        z = temperature * draw(torch.randn, (n, math.prod(self.latent_shape)), generator, self.device, self.dtype)
+        z = temperature * draw(torch.randn, (n, self.info.dim), generator, self.device, self.dtype)
         return self.decode(z, labels)
 
     def initialize(self, x: Tensor, y: Tensor | None = None) -> None:

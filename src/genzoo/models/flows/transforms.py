@@ -54,6 +54,11 @@ def per_example(t: Tensor) -> Tensor:
     return at_least_fp32(t).flatten(1).sum(1)
 
 
+def no_log_det(x: Tensor) -> Tensor:
+    """(B,) zeros in at least fp32: the log-det of a volume-preserving transform, and the start of a sum."""
+    return x.new_zeros(len(x), dtype=torch.promote_types(x.dtype, torch.float32))
+
+
 def soft_clamp(raw: Tensor, bound: float) -> Tensor:
     """bound * tanh(raw / bound): the identity near 0, never beyond +-bound (a log-scale that cannot explode)."""
     return bound * torch.tanh(raw / bound)
@@ -84,7 +89,7 @@ class Compose(Transform):
         self.transforms = nn.ModuleList(transforms)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = x.new_zeros(len(x), dtype=torch.promote_types(x.dtype, torch.float32))
+        total = no_log_det(x)
         for transform in self.transforms:
             x, log_det = transform(x, context)
             total = total + log_det
@@ -109,8 +114,8 @@ class Logit(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         s = self.alpha + (1 - 2 * self.alpha) * x
-        y = torch.log(s) - torch.log1p(-s)
-        return y, per_example(math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s))
+        log_s, log_1ms = torch.log(s), torch.log1p(-s)
+        return log_s - log_1ms, per_example(math.log(1 - 2 * self.alpha) - log_s - log_1ms)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
@@ -122,7 +127,7 @@ class Squeeze(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         b, c, h, w = x.shape
         y = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
-        return y, x.new_zeros(b, dtype=torch.promote_types(x.dtype, torch.float32))
+        return y, no_log_det(x)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         b, c4, h, w = y.shape
@@ -137,7 +142,7 @@ class Flatten(Transform):
         self.shape = tuple(shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x.flatten(1), x.new_zeros(len(x), dtype=torch.promote_types(x.dtype, torch.float32))
+        return x.flatten(1), no_log_det(x)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         return y.reshape(len(y), *self.shape)
@@ -152,7 +157,7 @@ class Permutation(Transform):
         self.register_buffer("inverse_permutation", torch.argsort(permutation))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x[:, self.permutation], x.new_zeros(len(x), dtype=torch.promote_types(x.dtype, torch.float32))
+        return x[:, self.permutation], no_log_det(x)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         return y[:, self.inverse_permutation]
@@ -291,6 +296,31 @@ def alternating_mask(dim: int, parity: int) -> Tensor:
     return (torch.arange(dim) % 2 == parity).float()
 
 
+def params_per_dimension(kind: str, bins: int) -> int:
+    """P, the conditioner's outputs per transformed dimension: a shift, a log-scale and a shift, or a spline's
+    K widths, K heights and K - 1 interior derivatives."""
+    return {"additive": 1, "affine": 2, "spline": 3 * bins - 1}[kind]
+
+
+def elementwise(kind: str, x: Tensor, theta: Tensor, inverse: bool, scale_bound: float, bins: int,
+                tail_bound: float) -> tuple[Tensor, Tensor]:
+    """g or g^-1 of every element given its parameters theta (..., P): (value, log|dg/dx| per element), fp32.
+
+    "additive" g = x + t; "affine" g = x exp(s) + t, s = bound tanh(s'/bound); "spline" the rational-quadratic
+    spline with ``bins`` bins on [-tail_bound, tail_bound], the identity outside.
+    """
+    x = at_least_fp32(x)
+    if kind == "additive":
+        shift = theta[..., 0]
+        return (x - shift if inverse else x + shift), torch.zeros_like(x)
+    if kind == "affine":
+        log_scale, shift = soft_clamp(theta[..., 0], scale_bound), theta[..., 1]
+        if inverse:
+            return (x - shift) * (-log_scale).exp(), -log_scale
+        return x * log_scale.exp() + shift, log_scale
+    return rational_quadratic_spline(x, *split_spline_params(theta, bins), inverse=inverse, tail_bound=tail_bound)
+
+
 class Coupling(Transform):
     """y = m x + (1 - m) g(x; theta(m x)): the part where m = 1 passes unchanged and parameterises the rest.
 
@@ -310,7 +340,7 @@ class Coupling(Transform):
         self.kind, self.scale_bound, self.bins, self.tail_bound = kind, scale_bound, bins, tail_bound
         self.register_buffer("mask", mask.float())
         self.register_buffer("free", 1 - mask.float(), persistent=False)  # 1 where the coupling transforms
-        self.params = {"additive": 1, "affine": 2, "spline": 3 * bins - 1}[kind]  # P per transformed dimension
+        self.params = params_per_dimension(kind, bins)
         if mask.dim() == 3:
             c = mask.shape[0]
             self.conditioner = ConvConditioner(c, self.params * c, hidden, layers, context_dim, context_channels)
@@ -325,18 +355,7 @@ class Coupling(Transform):
         return params_to_last(at_least_fp32(raw), tuple(self.mask.shape))
 
     def _g(self, x: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        """g or g^-1 elementwise: (value, log|dg/dx| per element), fp32."""
-        x = at_least_fp32(x)
-        if self.kind == "additive":
-            shift = theta[..., 0]
-            return (x - shift if inverse else x + shift), torch.zeros_like(x)
-        if self.kind == "affine":
-            log_scale, shift = soft_clamp(theta[..., 0], self.scale_bound), theta[..., 1]
-            if inverse:
-                return (x - shift) * (-log_scale).exp(), -log_scale
-            return x * log_scale.exp() + shift, log_scale
-        return rational_quadratic_spline(x, *split_spline_params(theta, self.bins), inverse=inverse,
-                                         tail_bound=self.tail_bound)
+        return elementwise(self.kind, x, theta, inverse, self.scale_bound, self.bins, self.tail_bound)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         theta = self.theta(x * self.mask, context)
@@ -365,22 +384,17 @@ class MaskedAutoregressive(Transform):
             raise ValueError(f"unknown autoregressive transform {kind!r}; choose affine or spline")
         self.kind, self.scale_bound, self.bins, self.tail_bound = kind, scale_bound, bins, tail_bound
         self.register_buffer("order", order)
-        params = 2 if kind == "affine" else 3 * bins - 1
-        self.conditioner = MaskedMLP(order, hidden_dims, params, context_dim, seed)
+        self.conditioner = MaskedMLP(order, hidden_dims, params_per_dimension(kind, bins), context_dim, seed)
 
     def conditionals(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """(B, D) -> (B, D, P) fp32: entry d reads only the x before d in ``order``."""
         return at_least_fp32(self.conditioner(x, context))
 
     def _g(self, x: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        x = at_least_fp32(x)
-        if self.kind == "affine":
-            log_scale, shift = soft_clamp(theta[..., 0], self.scale_bound), theta[..., 1]  # alpha, mu
-            if inverse:
-                return x * log_scale.exp() + shift, log_scale
-            return (x - shift) * (-log_scale).exp(), -log_scale
-        return rational_quadratic_spline(x, *split_spline_params(theta, self.bins), inverse=inverse,
-                                         tail_bound=self.tail_bound)
+        # the affine layer is written in the density direction, u = (x - mu) exp(-alpha): the inverse of
+        # ``elementwise``'s x exp(s) + t with (s, t) = (alpha, mu); the spline runs forward in both
+        flip = self.kind == "affine"
+        return elementwise(self.kind, x, theta, inverse != flip, self.scale_bound, self.bins, self.tail_bound)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         u, log_det = self._g(x, self.conditionals(x, context), inverse=False)
@@ -449,7 +463,7 @@ class MultiScale(Transform):
         return h[:, :keep], h[:, keep:]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        parts, total = [], x.new_zeros(len(x), dtype=torch.promote_types(x.dtype, torch.float32))
+        parts, total = [], no_log_det(x)
         h = x
         for i, level in enumerate(self.levels):
             h, log_det = level(h, context)

@@ -31,7 +31,6 @@ subclasses that change the conditioning, the encoder input, or the objective).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +48,7 @@ from genzoo.distributions.mixture import (
     gaussian_mixture_log_prob,
     sample_gaussian_mixture,
 )
-from genzoo.distributions.numerics import draw
+from genzoo.distributions.numerics import draw, importance_weighted_log_mean
 from genzoo.models.base import (
     EvalDefaults,
     GenerativeModel,
@@ -290,12 +289,8 @@ class VAE(DecoderLikelihoodModel):
             log_w = self.log_weights(x, y, min(EVAL_SAMPLES_PER_CHUNK, num_samples - start), generator)  # (k, B)
             sums.append(torch.logsumexp(log_w, 0))
             square_sums.append(torch.logsumexp(2 * log_w, 0))
-        log_sum = torch.logsumexp(torch.stack(sums), 0)  # (B,)
-        bound = log_sum - math.log(num_samples)
-        # The estimator's variance by the delta method: Var[log mean w] ~ Var[w] / (K mean(w)^2)
-        # = (K sum w^2 / (sum w)^2 - 1) / (K - 1), with the unbiased sample variance of the weights.
-        ratio = torch.exp(torch.logsumexp(torch.stack(square_sums), 0) - 2 * log_sum)  # sum w^2 / (sum w)^2
-        variance = (num_samples * ratio - 1).clamp_min(0) / (num_samples - 1)
+        bound, variance = importance_weighted_log_mean(torch.logsumexp(torch.stack(sums), 0),  # (B,) each
+                                                       torch.logsumexp(torch.stack(square_sums), 0), num_samples)
         return LogLikelihood(bound, "lower_bound", f"importance-weighted bound, {num_samples} samples from q(z|x)",
                              variance)
 
