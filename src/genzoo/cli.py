@@ -219,11 +219,15 @@ def cmd_bench_readme(args: argparse.Namespace) -> None:
 def add_sampling_flags(parser: argparse.ArgumentParser, purpose: str) -> None:
     """--sampler and one flag per SAMPLING_OPTIONS; a model refuses by name what its sampler lacks."""
     parser.add_argument("--sampler", help=f"how the model generates {purpose}; one of the model's samplers: "
-                                          "autoregressive models 'cached' (default) or 'naive', other models "
-                                          "'ancestral' (default: the model's declared default)")
+                                          "autoregressive models 'cached' (default) or 'naive'; ddpm 'ddim' "
+                                          "(default), 'dpm-solver' or 'ddpm'; other models 'ancestral'")
     parser.add_argument("--steps", type=int, help="sampling steps, for samplers that take them")
     parser.add_argument("--temperature", type=float, help="sampling temperature, for samplers that take one")
-    parser.add_argument("--guidance", type=float, help="guidance weight, for samplers that take one")
+    parser.add_argument("--guidance", type=float,
+                        help="classifier-free guidance weight w of a class-conditional diffusion model: "
+                             "eps = (1 + w) eps(x, y) - w eps(x) (Ho & Salimans 2022); w = 0 is plain conditional "
+                             "sampling; diffusers' guidance_scale is w + 1")
+    parser.add_argument("--eta", type=float, help="DDIM's eta: 0 deterministic (default), 1 DDPM's variance")
 
 
 def build_parser(model_name: str | None) -> argparse.ArgumentParser:
@@ -278,7 +282,8 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     add_sampling_flags(sample, "")
     sample.set_defaults(run=cmd_sample)
 
-    inpaint = commands.add_parser("inpaint", help="fill in hidden pixels of a data image (autoregressive models)")
+    inpaint = commands.add_parser("inpaint", help="fill in hidden pixels of a data image (autoregressive and "
+                                                  "diffusion models)")
     inpaint.add_argument("run_dir", metavar="RUN_DIR")
     inpaint.add_argument("--image-index", type=int, default=0, help="which image of the split (default: 0)")
     inpaint.add_argument("--mask", default="bottom-half", help=f"{completion.MASK_HELP} (default: bottom-half)")
@@ -286,7 +291,8 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     inpaint.add_argument("--split", default="test", choices=SPLITS)
     inpaint.add_argument("--data-root", help="data directory (default: the one the run was trained with)")
     inpaint.add_argument("--seed", type=int, default=0, help="seeds the completions and a random mask")
-    inpaint.add_argument("--sampler", help="'cached' or 'naive' (default: the model's first)")
+    inpaint.add_argument("--sampler", help="autoregressive models 'cached' or 'naive'; ddpm 'repaint' or "
+                                           "'replacement' (default: the model's first)")
     inpaint.add_argument("--out", help="PNG file: the image, its observed pixels, then the completions")
     inpaint.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inpaint.set_defaults(run=cmd_inpaint)

@@ -314,6 +314,26 @@ def discretized_logistic_log_mass(x: Tensor, mean: Tensor, log_scale: Tensor, ha
     return torch.where(x < half_bin, log_cdf_upper, torch.where(x > 1 - half_bin, log_survival_lower, log_mass))
 
 
+def discretized_gaussian_log_mass(x: Tensor, mean: Tensor, log_scale: Tensor, half_bin: float) -> Tensor:
+    """Elementwise log mass of the level x in [0, 1] under N(mean, exp(log_scale)^2) binned to width
+    2 * half_bin, the first and last bins extended to -inf and +inf: the decoder of Ho et al. (2020,
+    eq. 13). Computed from log-CDFs on the side of the mean where they do not underflow, as above."""
+    inv_scale = torch.exp(-log_scale)
+    upper = inv_scale * (x - mean + half_bin)
+    lower = inv_scale * (x - mean - half_bin)
+    log_cdf_upper = torch.special.log_ndtr(upper)  # mass of the first bin
+    log_survival_lower = torch.special.log_ndtr(-lower)  # mass of the last bin
+    log_mass = torch.where(
+        upper + lower < 0,
+        log_cdf_upper + _log1mexp(torch.special.log_ndtr(lower) - log_cdf_upper),
+        log_survival_lower + _log1mexp(torch.special.log_ndtr(-upper) - log_survival_lower),
+    )
+    centre = inv_scale * (x - mean)
+    log_density_mass = -0.5 * (centre**2 + LOG_2PI) - log_scale + math.log(2 * half_bin)
+    log_mass = torch.where(upper - lower < 1e-3, log_density_mass, log_mass)
+    return torch.where(x < half_bin, log_cdf_upper, torch.where(x > 1 - half_bin, log_survival_lower, log_mass))
+
+
 def _log1mexp(a: Tensor) -> Tensor:
     """log(1 - exp(a)) for a < 0 (a is clamped just below zero: equal bin edges have zero mass)."""
     return torch.log(-torch.expm1(a.clamp(max=-1e-12)))

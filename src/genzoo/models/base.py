@@ -63,7 +63,7 @@ from genzoo.data.core import DataInfo, InputKind, check_finite
 # - "unavailable": the model defines none (GANs, the plain autoencoder).
 LIKELIHOOD_KINDS = ("exact", "lower_bound", "estimate", "numerical", "unavailable")
 LikelihoodKind = Literal["exact", "lower_bound", "estimate", "numerical", "unavailable"]
-SAMPLING_OPTIONS = ("steps", "temperature", "guidance")  # options a sampler may take (genzoo sample --steps ...)
+SAMPLING_OPTIONS = ("steps", "temperature", "guidance", "eta")  # options a sampler may take (genzoo sample --steps ...)
 CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms", "invert",
                 "initialize")
 

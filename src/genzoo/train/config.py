@@ -26,6 +26,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 = off
+    ema_warmup: bool = True  # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: a short run forgets its first networks
     seed: int = 0  # initial weights, data order and noise
     init_from: str | None = None  # a run directory whose weights start this run (e.g. an IWAE from a trained VAE)
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; evaluation always runs in fp32)

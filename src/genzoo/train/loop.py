@@ -106,7 +106,7 @@ class Trainer:
         self.memory_format = torch.channels_last if self.info.kind == "image" else torch.contiguous_format
         model = model.to(memory_format=self.memory_format)  # channels_last: 6x faster 3x3 convs on this CPU
         self.model, *self.optimizers = self.accelerator.prepare(model, *self.optimizers)
-        self.ema = ema_model(self.unwrapped, config.ema_decay) if config.ema_decay else None
+        self.ema = ema_model(self.unwrapped, config.ema_decay, config.ema_warmup) if config.ema_decay else None
         self.data = self.train_split.images.to(self.accelerator.device)
         self.labels = None if self.train_split.labels is None else self.train_split.labels.to(self.accelerator.device)
         self.step, self.seconds_before, self.fit_started, self.time_capped = 0, 0.0, None, False

@@ -1,0 +1,38 @@
+"""Recipes of the diffusion family (``genzoo.models.recipes``).
+
+The MNIST subset (``mnist``) trains on 9,000 images: an epoch is 140 steps of batch 64; binarized MNIST
+has 50,000 (781 steps of batch 64); the 2-D arena 50,000 points (390 steps of batch 128). The image
+recipes are CPU budgets of about an hour on one thread: U-Nets of ~1.2M parameters (base width 32,
+widths 32-64-64 at 28-14-7, one residual block per level, attention in the middle at 7x7) trained for
+about 13 epochs, where the papers train 35.7M parameters for 800k steps on GPUs.
+
+The unconditional MNIST recipe is trained by the hybrid loss with a learned variance (Nichol &
+Dhariwal): L_simple trains the mean (the samples), L_vlb the variance (the bound), so one run gives
+both the sample-metric rows and the bits/dim row.
+"""
+
+from genzoo.data.toy2d import TOY2D
+from genzoo.models.recipes import Recipe
+
+ARENA = tuple(TOY2D)
+UNET_SMALL = ("--blocks", "1", "--set", "attention_resolutions=0")
+IMAGE_SHORT = ("--batch-size", "64", "--lr", "5e-4", "--lr-schedule", "cosine", "--warmup-steps", "100")
+HYBRID = ("--set", "loss=hybrid", "--set", "variance=learned")
+
+RECIPES = [
+    Recipe("ddpm-mnist-short", "ddpm", ("mnist",), 13 * 140, (*IMAGE_SHORT, *UNET_SMALL, *HYBRID),
+           "U-Net 32-64-64, 1 block/level (1.2M), v-prediction, hybrid loss, learned variance", sets=("short",),
+           max_minutes=60, eval_draws=8),
+    Recipe("ddpm-cond-mnist-short", "ddpm", ("mnist",), 13 * 140,
+           (*IMAGE_SHORT, *UNET_SMALL, "--set", "class_conditional=true"),
+           "class-conditional, labels dropped 10% (guidance); U-Net as ddpm-mnist-short, L_simple",
+           sets=("short",), max_minutes=60, eval_metrics="fd,kid,pr,score"),
+    Recipe("ddpm-binarized-short", "ddpm", ("binarized_mnist",), 3 * 781, (*IMAGE_SHORT, *UNET_SMALL, *HYBRID),
+           "2-level decoder (a probit Bernoulli); U-Net as ddpm-mnist-short, hybrid loss", sets=("short",),
+           max_minutes=60, eval_draws=8, eval_minutes=20),
+    Recipe("ddpm-digits", "ddpm", ("digits",), None,
+           ("--lr", "1e-3", "--set", "channel_mult=1,2", "--set", "attention_resolutions=4", *HYBRID),
+           "U-Net 32-64 at 8-4, hybrid loss, learned variance", sets=("short",)),
+    Recipe("ddpm-arena", "ddpm", ARENA, 20 * 390, ("--lr", "1e-3", "--lr-schedule", "cosine", "--hidden", "128"),
+           "MLP 3 residual blocks x 128, v-prediction, L_simple", sets=("short",)),
+]
