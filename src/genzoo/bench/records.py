@@ -24,6 +24,7 @@ from pathlib import Path
 
 from genzoo import checkpoint
 from genzoo.data.core import DataInfo
+from genzoo.models.base import SAMPLING_OPTIONS
 from genzoo.models.recipes import Recipe
 from genzoo.models.registry import MODEL_FAMILY, MODELS, RECIPES
 from genzoo.provenance import environment
@@ -150,6 +151,7 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
         "estimator": None if evaluation.get("estimator") is None else {
             "name": evaluation["estimator"], "draws": evaluation.get("draws"), "seed": evaluation.get("seed", 0)},
         "num_samples": evaluation.get("num_samples"), "feature_net": evaluation.get("feature_net"),
+        "sampling": evaluation.get("sampling"), "seconds_per_sample": evaluation.get("seconds_per_sample"),
         "training": {"steps": trained.get("train_steps"), "epochs": trained.get("train_epochs"),
                      "budget_steps": budget_override or train.max_steps,
                      "budget_override": budget_override, "seconds": trained.get("train_seconds"),
@@ -179,13 +181,22 @@ def record_key(record: dict) -> tuple:
     """What makes two records results of the same thing: a later record supersedes an earlier one."""
     budget = (record.get("training") or {}).get("budget_override")
     return (record["model"], record.get("recipe"), record.get("recipe_version"), record["dataset"], budget,
-            record.get("seed", 0))
+            record.get("seed", 0), sampling_variant(record))
+
+
+def sampling_variant(record: dict) -> str | None:
+    """A sampler chosen on the command line (``genzoo eval --sampler ddim --steps 10``), as one string:
+    the records of one run under several samplers are distinct results; None: the model's defaults."""
+    sampling = record.get("sampling") or {}
+    if not sampling.get("chosen"):
+        return None
+    return " ".join(f"{k}={sampling[k]}" for k in ("sampler", *SAMPLING_OPTIONS) if sampling.get(k) is not None)
 
 
 def entry_key(model: str, recipe: Recipe | None, data: str, budget_override: int | None, seed: int) -> tuple:
     """The ``record_key`` that a bench entry's record will have."""
     return (model, None if recipe is None else recipe.name, None if recipe is None else recipe.version, data,
-            budget_override, seed)
+            budget_override, seed, None)
 
 
 def read_results(path: str | Path) -> list[dict]:

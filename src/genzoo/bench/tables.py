@@ -26,7 +26,7 @@ KIND_MARKS = {"exact": "", "lower_bound": "≤ ", "estimate": "≈ ", "numerical
 KIND_LEGEND = {"exact": "plain: exact", "lower_bound": "≤: an upper bound (from a lower bound on log p)",
                "estimate": "≈: an estimate that is no bound", "numerical": "~: numerical"}
 HIGHER_IS_BETTER = ("precision", "recall", "classifier_score", "conditional_accuracy", "active_units")
-VIEWS = ("likelihood", "samples", "arena", "overview")
+VIEWS = ("likelihood", "samples", "sampling", "arena", "overview")
 GENERATED = "<!-- generated: "
 END_GENERATED = "<!-- end generated -->"
 
@@ -128,6 +128,24 @@ def command_cell(record: dict) -> str:
     return f"`{record['command']}`" if record.get("command") else "-"
 
 
+def sampler_cell(record: dict) -> str:
+    """How the samples were drawn, where the model has several ways: "ddim 25 steps, w = 2 (s = 3)"."""
+    sampling = record.get("sampling") or {}
+    if not sampling or sampling.get("steps") is None and sampling.get("guidance") is None:
+        return "-" if not sampling else sampling["sampler"]
+    text = sampling["sampler"] + (f" {sampling['steps']} steps" if sampling.get("steps") else "")
+    if sampling.get("eta"):
+        text += f", eta {sampling['eta']:g}"
+    if sampling.get("guidance") is not None:
+        text += f", w = {sampling['guidance']:g} (s = {sampling['guidance_diffusers_scale']:g})"
+    return text
+
+
+def seconds_cell(record: dict) -> str:
+    seconds = record.get("seconds_per_sample")
+    return "-" if seconds is None else f"{seconds:.3g}"
+
+
 NLL = Column("NLL (nats)", nll_cell(2), True)
 DRAWS = Column("draws", draws_cell, True)
 COLUMNS = {
@@ -141,6 +159,12 @@ COLUMNS = {
                 Column("classifier score", value_cell("classifier_score", 2), True),
                 Column("conditional accuracy", value_cell("conditional_accuracy", 3), True),
                 Column("budget", budget_cell), Column("command", command_cell)],
+    "sampling": [Column("model", text("model")), Column("recipe", recipe_cell), Column("sampler", sampler_cell),
+                 Column("FD", value_cell("fd", 1), True), Column("KID", kid_cell, True),
+                 Column("precision", value_cell("precision", 3), True), Column("recall", value_cell("recall", 3), True),
+                 Column("classifier score", value_cell("classifier_score", 2), True),
+                 Column("conditional accuracy", value_cell("conditional_accuracy", 3), True),
+                 Column("s / sample", seconds_cell, True), Column("samples", text("num_samples"), True)],
     "arena": [Column("dataset", text("dataset")), Column("model", text("model")), Column("recipe", recipe_cell),
               Column("likelihood", likelihood_kind), Column("test NLL (nats)", nll_cell(3), True), DRAWS,
               Column("KL(data‖model) (nats)", value_cell("kl_nats", 3), True),

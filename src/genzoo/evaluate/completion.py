@@ -4,9 +4,10 @@ Masks are named on the command line: ``bottom-half``, ``top-half``, ``right-half
 and ``random:P`` (each pixel hidden with probability P, from a seeded generator). A mask is an
 (H, W) bool tensor that is True where the pixel is observed (kept).
 
-Any model with ``complete(x, observed, labels, generator, sampler)`` can inpaint (the
-autoregressive family); ``conditional_log_likelihood`` adds log p(x_hidden | x_observed) where
-the model can compute it.
+Any model that declares "complete" (``complete(x, observed, labels, generator, sampler)``) can
+inpaint: the autoregressive family draws the hidden pixels from its conditionals, a diffusion
+model by RePaint or replacement. ``conditional_log_likelihood`` adds log p(x_hidden | x_observed)
+where the model can compute it (autoregressive models; None for diffusion).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def parse_mask(spec: str, height: int, width: int, seed: int = 0) -> Tensor:
 
 def check_can_inpaint(model) -> None:
     if not model.can("complete"):
-        raise ValueError(f"{model.name} cannot inpaint: it has no conditionals to sample hidden pixels from "
-                         "(the autoregressive models can)")
+        raise ValueError(f"{model.name} cannot inpaint: it has no way to sample hidden pixels given the others "
+                         "(the autoregressive and diffusion models can)")
     if model.info.kind != "image":
         raise ValueError(f"inpainting hides parts of images; {model.info.name} holds {model.info.shape[0]}-D vectors")
 
@@ -57,8 +58,8 @@ def inpaint(model, image: Tensor, observed: Tensor, n: int, label: int | None = 
     """``n`` completions of one image (C, H, W) whose pixels outside ``observed`` (H, W) are hidden.
 
     Returns {"completions": (n, C, H, W), "masked": (C, H, W) with hidden pixels gray,
-    "conditional_nll_nats": -log p(x_hidden | x_observed) of the true image (or None),
-    "conditional_exact": whether that number is exact, "hidden_pixels": count}.
+    "conditional_nll_nats": -log p(x_hidden | x_observed) of the true image (None where the model
+    has none), "conditional_exact": whether that number is exact, "hidden_pixels": count}.
     """
     check_can_inpaint(model)
     c, h, w = model.info.shape
@@ -78,5 +79,6 @@ def inpaint(model, image: Tensor, observed: Tensor, n: int, label: int | None = 
     conditional = model.conditional_log_likelihood(x[:1], observed, None if labels is None else labels[:1])
     masked = torch.where(observed.to(device), image.to(device).float(), torch.tensor(HIDDEN_GRAY, device=device))
     return {"completions": completions.cpu(), "masked": masked.cpu(),
-            "conditional_nll_nats": -conditional["log_likelihood"].item(),
-            "conditional_exact": conditional["exact"], "hidden_pixels": int((~observed).sum()) * c}
+            "conditional_nll_nats": None if conditional is None else -conditional["log_likelihood"].item(),
+            "conditional_exact": None if conditional is None else conditional["exact"],
+            "hidden_pixels": int((~observed).sum()) * c}

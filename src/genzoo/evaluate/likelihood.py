@@ -159,8 +159,27 @@ def format_metrics(metrics: dict) -> str:
     if quality:
         lines.append("  ".join(_quality_text(name, value, metrics) for name, value in quality))
         where = f"features: {metrics['feature_net']}" if "feature_net" in metrics else "against the test points"
-        lines.append(f"  ({metrics['num_samples']:,} samples; {where})")
+        lines.append(f"  ({metrics['num_samples']:,} samples{sampling_text(metrics)}; {where})")
     return "\n".join(lines)
+
+
+def sampling_text(metrics: dict) -> str:
+    """" by ddim, 25 steps, guidance w = 2 (diffusers' scale 3), 0.12 s each" from an evaluation's sampling record."""
+    sampling = metrics.get("sampling")
+    if not sampling:
+        return ""
+    parts = [f" by {sampling['sampler']}"]
+    if sampling.get("steps"):
+        parts.append(f"{sampling['steps']} steps")
+    if sampling.get("eta") is not None:
+        parts.append(f"eta {sampling['eta']:g}")
+    if sampling.get("temperature") is not None:
+        parts.append(f"temperature {sampling['temperature']:g}")
+    if sampling.get("guidance") is not None:
+        parts.append(f"guidance w = {sampling['guidance']:g} (diffusers' scale {sampling['guidance_diffusers_scale']:g})")
+    if metrics.get("seconds_per_sample") is not None:
+        parts.append(f"{metrics['seconds_per_sample']:.3g} s each")
+    return ", ".join(parts)
 
 
 def _quality_text(name: str, value: float, metrics: dict) -> str:

@@ -61,6 +61,17 @@ def arena_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics:
     return {k: v for k, v in result.items() if k not in dropped}
 
 
+def sampling_record(model: GenerativeModel, sampling: dict, chosen: bool) -> dict:
+    """How the samples of the sample metrics were drawn: the sampler and its options as used (None: the
+    model's default), whether they were chosen on the command line, and, with classifier-free guidance,
+    diffusers' ``guidance_scale`` s = w + 1 beside genzoo's weight w."""
+    record = {"sampler": model.sampler_spec(sampling.get("sampler")).name, "chosen": chosen,
+              **{k: v for k, v in sampling.items() if k != "sampler" and v is not None}}
+    if record.get("guidance") is not None:
+        record["guidance_diffusers_scale"] = record["guidance"] + 1
+    return record
+
+
 def run_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics: list[str], draws: int | None = None,
                 batch_size: int = 100, seed: int = 0, limit: int | None = None, estimator: str | None = None,
                 sampling: dict | None = None) -> dict:
@@ -70,6 +81,7 @@ def run_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics: l
     ``eval_defaults`` give the sampler and, unless given, its steps.
     """
     sampling = dict(sampling or {})
+    chosen = any(v is not None for v in sampling.values())
     if sampling.get("sampler") is None:
         defaults = model.eval_defaults
         sampling.update(sampler=defaults.sampler, steps=sampling.get("steps") or defaults.steps)
@@ -83,6 +95,8 @@ def run_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics: l
         results.update(likelihood_metrics(model, split, info, draws, batch_size=batch_size, seed=seed, limit=limit,
                                           progress=True, estimator=estimator))
     samples = [m for m in metrics if m != "nll"]
+    if samples:
+        results["sampling"] = sampling_record(model, sampling, chosen)
     if samples and info.kind == "vector":
         if info.name not in TOY2D:
             raise ValueError(f"sample metrics of vector data need the arena's exact densities; {info.name} is none")

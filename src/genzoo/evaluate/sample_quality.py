@@ -14,6 +14,7 @@ draws the samples and says which network, layer and sample counts were used.
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 from torch import Tensor
@@ -252,12 +253,14 @@ def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
     # 2. samples, for labels cycling 0..K-1 when the model is conditional
     labels = torch.arange(num_samples, device=device) % info.num_classes if model.conditional else None
     generator = torch.Generator(device).manual_seed(seed)
-    fake_feats, fake_probs = [], []
+    fake_feats, fake_probs, sampling_seconds = [], [], 0.0
     with eval_mode(model):
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
+            started = time.perf_counter()
             x = model.generate(n, None if labels is None else labels[start:start + n], generator,
                                **(sampling or {}))  # (n, C, H, W)
+            sampling_seconds += time.perf_counter() - started
             if tuple(x.shape) != (n, *info.shape):
                 raise ValueError(f"{model.name}.sample({n}) returned shape {tuple(x.shape)}, "
                                  f"expected {(n, *info.shape)}")
@@ -285,6 +288,7 @@ def sample_quality_metrics(model: GenerativeModel, split: Split, info: DataInfo,
     if model.conditional:
         result["conditional_accuracy"] = float((fake_probs.argmax(1) == labels).double().mean())
     result.update(
+        seconds_per_sample=sampling_seconds / num_samples,
         num_samples=num_samples,
         num_real=len(split),
         split=split.split,

@@ -215,6 +215,11 @@ class GenerativeModel(nn.Module):
     def fit_after_training(self, batches) -> None:
         """A closed-form step on the training data after gradient training (capability "fit_after_training")."""
 
+    def conditional_log_likelihood(self, x: Tensor, observed: Tensor, y: Tensor | None = None) -> dict | None:
+        """{"log_likelihood": log p(x_hidden | x_observed) (B,), "exact": bool} for a model that can
+        complete images (capability "complete"); None where it has no such number (diffusion)."""
+        return None
+
     def initialize(self, x: Tensor, y: Tensor | None = None) -> None:
         """Data-dependent initialisation from one batch (capability "initialize"), e.g. Glow's ActNorm."""
 
