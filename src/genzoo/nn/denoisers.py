@@ -39,6 +39,11 @@ def zero(module: nn.Module) -> nn.Module:
     return module
 
 
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with ``groups`` groups, or the largest divisor of ``channels`` below it (tiny test networks)."""
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
 class Conditioning(nn.Module):
     """(t (B,), y (B,) or None) -> embedding (B, E): an MLP of the sinusoidal time embedding, plus a class embedding."""
 
@@ -49,7 +54,7 @@ class Conditioning(nn.Module):
         self.label = nn.Embedding(num_classes + 1, dim) if num_classes else None
 
     def forward(self, t: Tensor, y: Tensor | None) -> Tensor:
-        embedding = self.time(timestep_embedding(t, self.base))
+        embedding = self.time(timestep_embedding(t, self.base).to(self.time[0].weight.dtype))
         if self.label is not None:
             y = torch.full_like(t, self.num_classes, dtype=torch.long) if y is None else y
             embedding = embedding + self.label(y)
@@ -61,10 +66,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, out_channels: int, embedding_dim: int, dropout: float, groups: int):
         super().__init__()
-        self.in_layers = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
+        self.in_layers = nn.Sequential(group_norm(channels, groups), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.embedding = nn.Sequential(nn.SiLU(), nn.Linear(embedding_dim, 2 * out_channels))
-        self.norm = nn.GroupNorm(groups, out_channels)
+        self.norm = group_norm(out_channels, groups)
         self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout),
                                         zero(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
@@ -84,7 +89,7 @@ class Attention(nn.Module):
         if channels % heads:
             raise ValueError(f"attention over {channels} channels needs a head count that divides them, got {heads}")
         self.heads = heads
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero(nn.Conv2d(channels, channels, 1))
 
@@ -119,9 +124,6 @@ class UNet(nn.Module):
                  heads: int = 4, dropout: float = 0.1, num_classes: int = 0, groups: int = 8):
         super().__init__()
         c_in, height, _ = shape
-        for width in (channels * m for m in channel_mult):
-            if width % groups:
-                raise ValueError(f"GroupNorm with {groups} groups needs channel widths divisible by {groups}, got {width}")
         embedding_dim = 4 * channels
         self.conditioning = Conditioning(channels, embedding_dim, num_classes)
         self.stem = nn.Conv2d(c_in, channels, 3, padding=1)
@@ -151,7 +153,7 @@ class UNet(nn.Module):
                     layers.append(Upsample(width))
                 self.up.append(nn.ModuleList(layers))
             resolution = resolution * 2 if level else resolution
-        self.out = nn.Sequential(nn.GroupNorm(groups, width), nn.SiLU(), zero(nn.Conv2d(width, out_factor * c_in, 3, padding=1)))
+        self.out = nn.Sequential(group_norm(width, groups), nn.SiLU(), zero(nn.Conv2d(width, out_factor * c_in, 3, padding=1)))
 
     @staticmethod
     def _run(layers: nn.ModuleList, h: Tensor, embedding: Tensor, size: torch.Size | None = None) -> Tensor:

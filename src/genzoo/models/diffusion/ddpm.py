@@ -53,6 +53,7 @@ from genzoo.models.diffusion.samplers import (
     timestep_sequence,
 )
 from genzoo.nn.denoisers import MLPDenoiser, UNet
+from genzoo.nn.mode import eval_mode
 
 LOSSES = ("simple", "min_snr", "hybrid", "vlb")
 COMPLETIONS = ("repaint", "replacement")
@@ -182,8 +183,9 @@ class DDPM(GenerativeModel):
         """Minus the bound on -log p(x [| y]), estimated from ``num_samples`` draws over t per example."""
         self.check_input(x)
         y = self.check_labels(y, len(x))
-        nll, variance = self.process.nll_bound(self.denoise, self.to_x0(x.to(self.dtype)), y, num_samples,
-                                               self.num_levels, generator, self.clip)
+        with eval_mode(self):
+            nll, variance = self.process.nll_bound(self.denoise, self.to_x0(x.to(self.dtype)), y, num_samples,
+                                                   self.num_levels, generator, self.clip)
         decoder = (f"a Gaussian discretised to {self.num_levels} levels" if self.num_levels
                    else "a Gaussian density")
         reason = (f"variational bound (Ho et al. 2020, eq. 5) over T = {self.config.timesteps} steps, decoder {decoder}; "
@@ -234,8 +236,9 @@ class DDPM(GenerativeModel):
         run = SAMPLERS[sampler]
         if sampler == "ddim":
             run = partial(run, eta=eta or 0.0)
-        x0 = run(self.predictor(labels, guidance), x, self.process, steps, generator=generator,
-                 spacing=self.config.spacing)
+        with eval_mode(self):  # no dropout: the samples depend on the generator alone
+            x0 = run(self.predictor(labels, guidance), x, self.process, steps, generator=generator,
+                     spacing=self.config.spacing)
         return self.from_x0(x0)
 
     @torch.no_grad()
@@ -253,6 +256,8 @@ class DDPM(GenerativeModel):
         start = draw(torch.randn, tuple(x.shape), generator, x.device, self.dtype)
         run = repaint_sample if sampler == "repaint" else replacement_sample
         steps = min(INPAINT_STEPS, self.config.timesteps)
-        x0 = run(self.predictor(labels, None), start, self.process, steps, known, keep, generator, self.config.spacing)
+        with eval_mode(self):
+            x0 = run(self.predictor(labels, None), start, self.process, steps, known, keep, generator,
+                     self.config.spacing)
         return torch.where(keep, x.to(self.dtype), self.from_x0(x0))
 
