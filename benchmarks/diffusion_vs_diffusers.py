@@ -98,6 +98,7 @@ INFO = DataInfo("mnist", (1, 28, 28), 10, "discrete", 256)
 CHANNELS, CHANNEL_MULT, BLOCKS, HEADS, GROUPS = 32, (1, 2, 2), 1, 4, 8
 TIMESTEPS = 1000
 LR = 2e-4  # genzoo's DDPM training default
+COMPILE_WARMUP = 2  # untimed steps of a compiled lever at least (the first compiles forward and backward)
 
 
 @dataclass(frozen=True)
@@ -354,8 +355,8 @@ def train_interleaved(contenders: list[Contender], batches: dict[bool, list[Tens
             c.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120] if str(error).strip() else ''}"
         i += 1
 
-    for c in contenders:
-        for _ in range(args.warmup):
+    for c in contenders:  # a compiled network compiles in its first steps, which must not be timed
+        for _ in range(max(args.warmup, COMPILE_WARMUP if c.lever.compile else 0)):
             run(c, c.warmup_seconds)
     for r in range(args.rounds):
         k = r % len(contenders)

@@ -33,6 +33,7 @@ RECIPES = [
     Recipe("ddpm-digits", "ddpm", ("digits",), None,
            ("--lr", "1e-3", "--set", "channel_mult=1,2", "--set", "attention_resolutions=4", *HYBRID),
            "U-Net 32-64 at 8-4, hybrid loss, learned variance", sets=("short",)),
-    Recipe("ddpm-arena", "ddpm", ARENA, 20 * 390, ("--lr", "1e-3", "--lr-schedule", "cosine", "--hidden", "128"),
-           "MLP 3 residual blocks x 128, v-prediction, L_simple", sets=("short",)),
+    Recipe("ddpm-arena", "ddpm", ARENA, 20 * 390, ("--lr", "1e-3", "--lr-schedule", "cosine", *HYBRID),
+           "MLP 3 residual blocks x 128, v-prediction, hybrid loss, learned variance", sets=("short",),
+           eval_draws=64),
 ]
