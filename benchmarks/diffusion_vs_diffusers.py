@@ -44,8 +44,10 @@ Levers, the same for both libraries:
 - ``bf16-sdpa-fp32``: as ``bf16``, but ``F.scaled_dot_product_attention`` (patched for the step, in both
   libraries) runs on fp32 copies of q, k, v outside autocast: convolutions in bf16, attention in fp32;
 - ``compile`` (``--compile``): ``torch.compile`` of the network, fp32 channels_last; ``compile-bf16``
-  likewise under bf16 autocast (name it in ``--levers``). The warmup's first step includes the
-  compilation; a lever that raises is reported in its row, not raised.
+  likewise under bf16 autocast (name it in ``--levers``). A compiled lever takes at least 2 untimed
+  warmup steps (the first compiles forward and backward; their time is in the notes); a lever that
+  raises is reported in its row, not raised. Off by default: on the 2-core development machine, loaded
+  by other jobs, compiling the two networks at batch 2 had not finished after 5 minutes.
 
 Share of peak: the network's forward FLOPs per example (``torch.utils.flop_counter.FlopCounterMode``),
 times 3 for forward + backward, times the examples/s, over this CPU's rate on a large square matmul
@@ -267,6 +269,10 @@ def check_equivalence(attention: tuple[int, ...], seed: int, sample_steps: int) 
 
 
 # --- training ----------------------------------------------------------------------------------------
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def sdpa_in_fp32(enabled: bool):
     """While active, ``F.scaled_dot_product_attention`` runs on fp32 copies of q, k, v outside autocast
@@ -351,18 +357,23 @@ def train_interleaved(contenders: list[Contender], batches: dict[bool, list[Tens
             return
         try:
             record.append(c.step(batches[c.lever.channels_last][i % len(batches[False])]))
-        except Exception as error:  # a lever that fails (torch.compile most likely) is reported, not raised
+        except Exception as error:  # noqa: BLE001 - a lever that fails (torch.compile most likely) is reported
             c.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120] if str(error).strip() else ''}"
         i += 1
 
+    started = time.perf_counter()
     for c in contenders:  # a compiled network compiles in its first steps, which must not be timed
         for _ in range(max(args.warmup, COMPILE_WARMUP if c.lever.compile else 0)):
             run(c, c.warmup_seconds)
+        if c.warmup_seconds or c.error:
+            progress(f"warmup {c.library}, {c.lever.label}: {sum(c.warmup_seconds):.1f} s"
+                     + (f", failed: {c.error}" if c.error else ""))
     for r in range(args.rounds):
         k = r % len(contenders)
         for c in contenders[k:] + contenders[:k]:
             for _ in range(args.steps_per_round):
                 run(c, c.step_seconds)
+        progress(f"round {r + 1}/{args.rounds} done, {time.perf_counter() - started:.0f} s of training")
 
 
 def matmul_peak(dtype: torch.dtype, size: int, budget: float) -> float:
@@ -430,8 +441,9 @@ def training_rows(contenders: list[Contender], batch: int, flops: dict[str, floa
 
 
 def training_table(rows: list[dict]) -> str:
-    lines = ["| lever | library | params | step (ms) | train ex/s | genzoo / diffusers | GFLOP/s | "
-             "% fp32 peak | % bf16 peak |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ("| lever | library | params | step (ms) | train ex/s | genzoo / diffusers | GFLOP/s | "
+              "% fp32 peak | % bf16 peak |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["error"]:
             lines.append(f"| {r['lever']} | {r['library']} | {r['params']:,} | failed: {r['error']} | | | | | |")
@@ -477,7 +489,10 @@ def notes(result: dict) -> list[str]:
                f"fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s (bf16 / fp32 = "
                f"{peaks['bf16'] / peaks['fp32']:.3f}). Forward FLOPs per example: genzoo "
                f"{result['forward_mflop']['genzoo']:.1f} M, diffusers {result['forward_mflop']['diffusers']:.1f} M; "
-               "a training step counts 3 forwards.")
+               "a training step counts 3 forwards."
+               + (" A share of the bf16 peak above 100% means the step's bf16 convolutions (oneDNN) beat the bf16 "
+                  "matmul kernel: that peak is no ceiling on this CPU." if any(r["share_bf16_peak"] > 1 for r in ok)
+                  else ""))
     out.append(f"Same network: genzoo's perturbed weights loaded strictly into diffusers give outputs within "
                f"{eq['output_max_abs_diff']:.1e} (output scale {eq['output_scale']:.2f}); 2 DDIM samples from one seed "
                f"agree to {eq['sample_max_abs_diff']:.4f} ({100 * eq['sample_share_equal']:.1f}% of pixels on the same "
@@ -497,7 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add the torch.compile lever (fp32, channels_last)")
     p.add_argument("--attention-resolutions", default="",
                    help="heights (28, 14, 7) with attention in every block besides the middle's; '' = middle only")
-    p.add_argument("--sample-n", type=int, default=None, help="images per draw (default: --batch)")
+    p.add_argument("--sample-n", type=int, default=None, help="images per draw (None: the training batch)")
     p.add_argument("--sample-steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--sample-reps", type=int, default=3, help="timed draws per (library, lever); the median is shown")
     p.add_argument("--matmul-size", type=int, default=1024)
@@ -549,7 +564,10 @@ def run(args: argparse.Namespace) -> dict:
               / (INFO.num_levels - 1) for _ in range(4)]
     batches = {False: images, True: [x.contiguous(memory_format=torch.channels_last) for x in images]}
     contenders = [c for key in args.lever_keys for c in contenders_for(key, base_ddpm, base_unet)]
+    progress(f"{len(contenders)} contenders, batch {args.batch}: {args.warmup} warmup + {args.rounds} x "
+             f"{args.steps_per_round} timed steps each")
     train_interleaved(contenders, batches, args)
+    progress(f"sampling: {len(SAMPLE_LEVERS) * 2} samplers, {args.sample_reps} draws of {args.sample_n} images each")
     training = training_rows(contenders, args.batch, flops, peaks)
     sampling = time_sampling(base_ddpm, base_unet, args)
 

@@ -230,7 +230,8 @@ class DDPM(GenerativeModel):
         self.check_guidance(guidance)
         if eta is not None and not eta >= 0:
             raise ValueError(f"--eta must be >= 0 (0: deterministic DDIM, 1: DDPM's variance), got {eta:g}")
-        steps = steps or DEFAULT_STEPS.get(sampler, self.config.timesteps)
+        if steps is None:
+            steps = min(DEFAULT_STEPS.get(sampler, self.config.timesteps), self.config.timesteps)
         timestep_sequence(self.config.timesteps, steps, self.config.spacing)  # --steps out of range fails here
         x = draw(torch.randn, (n, *self.info.shape), generator, self.device, self.dtype)
         run = SAMPLERS[sampler]

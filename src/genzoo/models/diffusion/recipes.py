@@ -2,7 +2,8 @@
 
 The MNIST subset (``mnist``) trains on 9,000 images: an epoch is 140 steps of batch 64; binarized MNIST
 has 50,000 (781 steps of batch 64); the 2-D arena 50,000 points (390 steps of batch 128). The image
-recipes are CPU budgets of about an hour on one thread: U-Nets of ~1.2M parameters (base width 32,
+recipes are CPU budgets of about an hour on one idle thread (1.8 s per step of 64; the time caps of
+120 minutes leave room for a shared machine): U-Nets of ~1.2M parameters (base width 32,
 widths 32-64-64 at 28-14-7, one residual block per level, attention in the middle at 7x7) trained for
 about 13 epochs, where the papers train 35.7M parameters for 800k steps on GPUs.
 
@@ -22,11 +23,11 @@ HYBRID = ("--set", "loss=hybrid", "--set", "variance=learned")
 RECIPES = [
     Recipe("ddpm-mnist-short", "ddpm", ("mnist",), 13 * 140, (*IMAGE_SHORT, *UNET_SMALL, *HYBRID),
            "U-Net 32-64-64, 1 block/level (1.2M), v-prediction, hybrid loss, learned variance", sets=("short",),
-           max_minutes=60, eval_draws=8),
+           max_minutes=120, eval_draws=8),
     Recipe("ddpm-cond-mnist-short", "ddpm", ("mnist",), 13 * 140,
            (*IMAGE_SHORT, *UNET_SMALL, "--set", "class_conditional=true"),
            "class-conditional, labels dropped 10% (guidance); U-Net as ddpm-mnist-short, L_simple",
-           sets=("short",), max_minutes=60, eval_metrics="fd,kid,pr,score"),
+           sets=("short",), max_minutes=120, eval_metrics="fd,kid,pr,score"),
     Recipe("ddpm-binarized-short", "ddpm", ("binarized_mnist",), 3 * 781, (*IMAGE_SHORT, *UNET_SMALL, *HYBRID),
            "2-level decoder (a probit Bernoulli); U-Net as ddpm-mnist-short, hybrid loss", sets=("short",),
            max_minutes=60, eval_draws=8, eval_minutes=20),
