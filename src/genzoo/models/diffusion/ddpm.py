@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -44,7 +45,13 @@ from genzoo.models.base import (
     check_labelled,
     check_positive,
 )
-from genzoo.models.diffusion.process import PREDICTIONS, SCHEDULES, VARIANCES, GaussianDiffusion, Split
+from genzoo.models.diffusion.process import (
+    PREDICTIONS,
+    SCHEDULES,
+    VARIANCES,
+    GaussianDiffusion,
+    Split,
+)
 from genzoo.models.diffusion.samplers import (
     SAMPLERS,
     SPACINGS,
@@ -119,7 +126,7 @@ class DDPM(GenerativeModel):
         SamplerSpec("ddpm", ("steps", "guidance"), "ancestral sampling (Ho et al. 2020, algorithm 2; default all T steps)"),
     )
     estimators = ("bound",)
-    training_defaults = {"lr": 2e-4, "grad_clip": 1.0, "ema_decay": 0.999, "warmup_steps": 100}
+    training_defaults: ClassVar[dict] = {"lr": 2e-4, "grad_clip": 1.0, "ema_decay": 0.999, "warmup_steps": 100}
 
     def __init__(self, config: DDPMConfig, info: DataInfo):
         super().__init__(config, info)
