@@ -1,6 +1,7 @@
 """An exponential moving average of the weights (and buffers), for sampling and evaluation.
 
-With warm-up, the n-th update uses the decay min(decay, (1 + n) / (10 + n)) (the ``num_updates`` rule
+The first update copies the weights; with warm-up, the update after n earlier ones uses the decay
+min(decay, (1 + n) / (10 + n)) (the ``num_updates`` rule
 of TensorFlow's ExponentialMovingAverage, used by Ho et al.'s DDPM code): the average forgets its first
 networks within about 10 / (1 - decay) updates. Without it a decay of 0.999 over a 1,400-step run
 still weighs the early, untrained networks (README: it collapses a DCGAN's samples).
@@ -22,7 +23,10 @@ def ema_model(model: nn.Module, decay: float, warmup: bool = True) -> AveragedMo
     """A copy of ``model`` whose weights follow w_ema <- d w_ema + (1 - d) w after each ``update_parameters``,
     d = ``ema_decay_at(decay, n, warmup)`` after n updates."""
     @torch.no_grad()
-    def average(ema_params: list, params: list, num_averaged) -> None:
+    def average(ema_params: list, params: list, num_averaged) -> None:  # one dtype per call
+        if not ema_params[0].is_floating_point():  # counters such as BatchNorm's num_batches_tracked
+            torch._foreach_copy_(ema_params, params)
+            return
         d = ema_decay_at(decay, int(num_averaged), warmup)
         torch._foreach_lerp_(ema_params, params, 1 - d)
 
