@@ -14,6 +14,19 @@ TINY_FLAGS = ["--max-steps", "20", "--hidden-dim", "32", "--latent-dim", "4", "-
 MODEL_FLAGS = {"cvae": ["--set", "prior=learned"], "iwae": ["--set", "k=3", "--set", "prior=vamp", "--set", "pseudo_inputs=10"]}
 
 
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv) -> (exit code, stdout, stderr)`` of one ``genzoo`` command run in this process."""
+
+    def run(*argv) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data relative to the repository root: local MNIST files (the machines are offline)."""

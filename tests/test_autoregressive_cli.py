@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from genzoo.models.registry import load_run
 from genzoo.cli import main
 from genzoo.evaluate.completion import inpaint, parse_mask
+from genzoo.models.registry import load_run
 
 # the smallest options of each model: a run trains, evaluates and draws its figures in seconds
 TINY = {
@@ -29,11 +29,6 @@ TINY = {
 AR_MODELS = sorted(TINY)
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +50,10 @@ def ar_runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", AR_MODELS)
-def test_each_model_trains_and_reports_its_exact_likelihood(capsys, ar_runs, model):
+def test_each_model_trains_and_reports_its_exact_likelihood(cli, ar_runs, model):
     run_dir = ar_runs(model)
     assert {"samples.png", "completions.png", "metrics.json"} <= {p.name for p in run_dir.iterdir()}
-    code, out, _ = run(capsys, "eval", run_dir, "--split", "test", "--json")
+    code, out, _ = cli("eval", run_dir, "--split", "test", "--json")
     assert code == 0
     metrics = json.loads(out)
     assert metrics["likelihood"] == "exact" and metrics["nll_nats"] > 0 and metrics["num_examples"] == 360
@@ -67,26 +62,26 @@ def test_each_model_trains_and_reports_its_exact_likelihood(capsys, ar_runs, mod
 
 
 @pytest.mark.parametrize("model", AR_MODELS)
-def test_cached_and_naive_samplers_draw_the_same_images(capsys, ar_runs, model, tmp_path):
+def test_cached_and_naive_samplers_draw_the_same_images(cli, ar_runs, model, tmp_path):
     run_dir = ar_runs(model)
     pictures = {}
     for sampler in ("cached", "naive"):
         pictures[sampler] = tmp_path / f"{sampler}.png"
-        code, out, _ = run(capsys, "sample", run_dir, "--n", 4, "--sampler", sampler, "--out", pictures[sampler])
+        code, out, _ = cli("sample", run_dir, "--n", 4, "--sampler", sampler, "--out", pictures[sampler])
         assert code == 0 and f"with the {sampler} sampler" in out
     assert np.array_equal(np.asarray(Image.open(pictures["cached"])), np.asarray(Image.open(pictures["naive"])))
 
 
-def test_inpaint_writes_the_image_its_observed_pixels_and_completions(capsys, ar_runs, tmp_path):
+def test_inpaint_writes_the_image_its_observed_pixels_and_completions(cli, ar_runs, tmp_path):
     run_dir, out_png = ar_runs("pixelcnn"), tmp_path / "inpaint.png"
-    code, out, _ = run(capsys, "inpaint", run_dir, "--image-index", 5, "--mask", "bottom-half", "--n", 3,
+    code, out, _ = cli("inpaint", run_dir, "--image-index", 5, "--mask", "bottom-half", "--n", 3,
                        "--out", out_png, "--json")
     assert code == 0
     report = json.loads(out)
     assert report["conditional_exact"] is True and report["hidden_dims"] == 32 and report["conditional_nll_nats"] > 0
     width, height = Image.open(out_png).size
     assert width > 4 * height  # one row: data, observed, 3 completions
-    code, out, _ = run(capsys, "inpaint", run_dir, "--mask", "right-half", "--n", 2, "--out", tmp_path / "r.png")
+    code, out, _ = cli("inpaint", run_dir, "--mask", "right-half", "--n", 2, "--out", tmp_path / "r.png")
     assert code == 0 and "not exact" in out
 
 
@@ -101,17 +96,17 @@ def test_completions_keep_every_observed_pixel(ar_runs, model):
         assert result["conditional_exact"] == (spec == "bottom-half" and model != "made")
 
 
-def test_inpaint_and_sampler_errors_are_one_line(capsys, ar_runs, vae_run):
+def test_inpaint_and_sampler_errors_are_one_line(cli, ar_runs, vae_run):
     run_dir = ar_runs("nade")
-    code, _, err = run(capsys, "inpaint", run_dir, "--image-index", 360)
+    code, _, err = cli("inpaint", run_dir, "--image-index", 360)
     assert code == 1 and "--image-index 360 is out of range: the test split has 360 images (0..359)" in err
-    code, _, err = run(capsys, "inpaint", run_dir, "--mask", "diagonal")
+    code, _, err = cli("inpaint", run_dir, "--mask", "diagonal")
     assert code == 1 and "unknown mask 'diagonal'" in err
-    code, _, err = run(capsys, "sample", run_dir, "--sampler", "fast")
+    code, _, err = cli("sample", run_dir, "--sampler", "fast")
     assert code == 1 and "nade has no sampler 'fast'; its samplers: cached, naive" in err
-    code, _, err = run(capsys, "inpaint", vae_run)
+    code, _, err = cli("inpaint", vae_run)
     assert code == 1 and "vae cannot inpaint" in err
-    code, _, err = run(capsys, "sample", vae_run, "--sampler", "naive")
+    code, _, err = cli("sample", vae_run, "--sampler", "naive")
     assert code == 1 and "vae has no sampler 'naive'; its samplers: ancestral" in err
 
 
@@ -123,18 +118,18 @@ def test_inpainting_masks_of_the_wrong_shape_are_refused(ar_runs):
         trained.complete(torch.zeros(2, 1, 8, 8), torch.ones(7, 8, dtype=torch.bool))
 
 
-def test_the_issue_commands_on_binarized_mnist(capsys, local_data, tmp_path):
+def test_the_issue_commands_on_binarized_mnist(cli, local_data, tmp_path):
     root, run_dir = local_data("binarized_mnist"), tmp_path / "pixelcnn"
-    code, _, _ = run(capsys, "train", "pixelcnn", "--data", "binarized_mnist", "--data-root", root,
+    code, _, _ = cli("train", "pixelcnn", "--data", "binarized_mnist", "--data-root", root,
                      "--max-steps", 2, "--out", run_dir, "--eval-metrics", "", *TINY["pixelcnn"])
     assert code == 0
-    code, out, _ = run(capsys, "eval", run_dir, "--split", "test", "--data-root", root, "--limit", 200, "--json")
+    code, out, _ = cli("eval", run_dir, "--split", "test", "--data-root", root, "--limit", 200, "--json")
     metrics = json.loads(out)
     assert code == 0 and metrics["likelihood"] == "exact" and metrics["bits_per_dim"] == pytest.approx(
         metrics["nll_nats"] / (784 * np.log(2)))
-    code, out, _ = run(capsys, "inpaint", run_dir, "--image-index", 0, "--mask", "bottom-half", "--n", 2,
+    code, out, _ = cli("inpaint", run_dir, "--image-index", 0, "--mask", "bottom-half", "--n", 2,
                        "--out", tmp_path / "inpaint.png")
     assert code == 0 and "392 hidden dimensions (exact" in out
-    code, _, err = run(capsys, "train", "nade", "--data", "mnist", "--data-root", local_data("mnist"),
+    code, _, err = cli("train", "nade", "--data", "mnist", "--data-root", local_data("mnist"),
                        "--max-steps", 1, "--out", tmp_path / "nade", "--set", "likelihood=bernoulli")
     assert code == 1 and "needs binary pixels, and mnist has 256 levels" in err

@@ -31,12 +31,6 @@ LATENT_FIGURES = {"reconstructions.png", "latent_traversal.png", "interpolation.
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``genzoo ARGV`` run in-process."""
-    capsys.readouterr()  # drop anything printed before
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str) -> str:
@@ -69,8 +63,8 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
 
 
 # --- list and help ------------------------------------------------------------------------------
-def test_list_prints_every_model_and_dataset_with_its_description(capsys):
-    code, out, _ = run(capsys, "list")
+def test_list_prints_every_model_and_dataset_with_its_description(cli):
+    code, out, _ = cli("list")
     assert code == 0
     for name, cls in MODELS.items():
         assert any(line.split()[:1] == [name] and cls.description in line for line in out.splitlines()), name
@@ -135,9 +129,9 @@ def test_train_writes_a_complete_run_directory(tiny_run, model):
     assert int(log_rows(run_dir)[-1]["step"]) == 20
 
 
-def test_train_by_epochs_runs_whole_epochs(tmp_path, capsys):
+def test_train_by_epochs_runs_whole_epochs(tmp_path, cli):
     # 1,257 training digits / batch 128 = 9 steps per epoch.
-    code, out, _ = run(capsys, "train", "vae", "--out", tmp_path / "r", "--epochs", "1", *SMALL,
+    code, out, _ = cli("train", "vae", "--out", tmp_path / "r", "--epochs", "1", *SMALL,
                        "--eval-iw-samples", "0")
     assert code == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -146,11 +140,11 @@ def test_train_by_epochs_runs_whole_epochs(tmp_path, capsys):
     assert "9 steps (1.0 epochs)" in out
 
 
-def test_resume_continues_to_the_new_step_budget(tmp_path, capsys):
+def test_resume_continues_to_the_new_step_budget(tmp_path, cli):
     out = tmp_path / "r"
-    assert run(capsys, "train", "vae", "--out", out, "--max-steps", "10", *SMALL, "--eval-iw-samples", "0")[0] == 0
+    assert cli("train", "vae", "--out", out, "--max-steps", "10", *SMALL, "--eval-iw-samples", "0")[0] == 0
     assert int(log_rows(out)[-1]["step"]) == 10
-    code, stdout, err = run(capsys, "train", "vae", "--out", out, "--resume", "--max-steps", "20", "--eval-iw-samples", "0")
+    code, stdout, err = cli("train", "vae", "--out", out, "--resume", "--max-steps", "20", "--eval-iw-samples", "0")
     assert code == 0 and f"genzoo: resuming {out} from step 10 of 20" in err
     assert [int(row["step"]) for row in log_rows(out)] == [10, 20]
     assert read_tensors(out / TRAIN_STATE_FILE)[1]["step"] == 20
@@ -159,8 +153,8 @@ def test_resume_continues_to_the_new_step_budget(tmp_path, capsys):
 
 
 # --- eval ---------------------------------------------------------------------------------------
-def test_eval_json_prints_exactly_one_object_and_writes_it(vae_run, capsys):
-    code, out, _ = run(capsys, "eval", vae_run, "--split", "test", "--iw-samples", "10", "--limit", "50", "--json")
+def test_eval_json_prints_exactly_one_object_and_writes_it(vae_run, cli):
+    code, out, _ = cli("eval", vae_run, "--split", "test", "--iw-samples", "10", "--limit", "50", "--json")
     assert code == 0
     metrics = json.loads(out)  # the whole of stdout is one JSON object
     assert {"nll_nats", "bits_per_dim", "neg_elbo_nats", "num_examples", "split", "draws", "nll_std_err"} <= set(metrics)
@@ -172,8 +166,8 @@ def test_eval_json_prints_exactly_one_object_and_writes_it(vae_run, capsys):
     assert written == metrics
 
 
-def test_eval_without_json_prints_readable_lines(vae_run, capsys):
-    code, out, _ = run(capsys, "eval", vae_run, "--split", "valid", "--iw-samples", "5", "--limit", "20")
+def test_eval_without_json_prints_readable_lines(vae_run, cli):
+    code, out, _ = cli("eval", vae_run, "--split", "valid", "--iw-samples", "5", "--limit", "20")
     assert code == 0
     assert out.startswith("valid split: 20 examples")
     assert "negative ELBO" in out and "upper bound: importance, 5 draws" in out
@@ -183,21 +177,21 @@ SAMPLE_QUALITY_KEYS = {"fd", "kid", "kid_std", "precision", "recall", "classifie
                        "feature_net", "split"}
 
 
-def test_eval_sample_quality_metrics_for_a_likelihood_model_and_a_conditional_one(tiny_run, capsys):
-    code, out, _ = run(capsys, "eval", tiny_run("vae"), "--metrics", "fd,kid,pr,score", "--json")
+def test_eval_sample_quality_metrics_for_a_likelihood_model_and_a_conditional_one(tiny_run, cli):
+    code, out, _ = cli("eval", tiny_run("vae"), "--metrics", "fd,kid,pr,score", "--json")
     assert code == 0
     metrics = json.loads(out)
     assert SAMPLE_QUALITY_KEYS <= set(metrics) and "nll_nats" not in metrics  # only what was asked for
     assert metrics["num_samples"] == metrics["num_real"] == 360  # the whole digits test split, as many samples
     assert "fc1" in metrics["feature_net"] and "digits" in metrics["feature_net"]
     assert metrics["fd"] > 0 and 0 <= metrics["precision"] <= 1 and 1 <= metrics["classifier_score"] <= 10
-    code, out, _ = run(capsys, "eval", tiny_run("cvae"), "--metrics", "nll,score", "--iw-samples", "2", "--json")
+    code, out, _ = cli("eval", tiny_run("cvae"), "--metrics", "nll,score", "--iw-samples", "2", "--json")
     metrics = json.loads(out)
     assert code == 0 and 0 <= metrics["conditional_accuracy"] <= 1 and metrics["nll_nats"] is not None
 
 
-def test_eval_with_an_unknown_metric_lists_the_valid_ones(vae_run, capsys):
-    line = one_line_error(*run(capsys, "eval", vae_run, "--metrics", "fd,fid")[:3:2])
+def test_eval_with_an_unknown_metric_lists_the_valid_ones(vae_run, cli):
+    line = one_line_error(*cli("eval", vae_run, "--metrics", "fd,fid")[:3:2])
     assert "fid" in line and all(m in line for m in ("nll", "fd", "kid", "pr", "score"))
 
 
@@ -215,44 +209,44 @@ def test_train_help_shows_the_model_training_defaults(capsys):
     assert "--betas TUPLE AdamW betas (default: 0.5,0.999)" in help_text
 
 
-def test_avb_eval_reports_an_elbo_estimate_labelled_as_no_bound(tiny_run, capsys):
-    code, out, _ = run(capsys, "eval", tiny_run("avb"), "--iw-samples", "2", "--limit", "20", "--json")
+def test_avb_eval_reports_an_elbo_estimate_labelled_as_no_bound(tiny_run, cli):
+    code, out, _ = cli("eval", tiny_run("avb"), "--iw-samples", "2", "--limit", "20", "--json")
     metrics = json.loads(out)
     assert code == 0 and metrics["likelihood"] == "estimate" and metrics["estimator"] == "discriminator"
     assert metrics["nll_nats"] > 0 and "not a bound" in metrics["likelihood_method"]
-    code, _, err = run(capsys, "eval", tiny_run("avb"), "--estimator", "importance", "--limit", "20")
+    code, _, err = cli("eval", tiny_run("avb"), "--estimator", "importance", "--limit", "20")
     assert code == 1 and "avb has no estimator 'importance'; its estimators: discriminator" in err
 
 
 # --- sample -------------------------------------------------------------------------------------
-def test_sample_writes_a_png_and_is_deterministic_given_the_seed(vae_run, tmp_path, capsys):
+def test_sample_writes_a_png_and_is_deterministic_given_the_seed(vae_run, tmp_path, cli):
     paths = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
     for path, seed in zip(paths, ["7", "7", "8"]):
-        code, out, _ = run(capsys, "sample", vae_run, "--n", "16", "--seed", seed, "--out", path)
+        code, out, _ = cli("sample", vae_run, "--n", "16", "--seed", seed, "--out", path)
         assert code == 0 and str(path) in out
     assert paths[0].read_bytes()[:8] == PNG_MAGIC
     assert paths[0].read_bytes() == paths[1].read_bytes()
     assert paths[0].read_bytes() != paths[2].read_bytes()
 
 
-def test_sample_label_works_for_cvae_and_is_refused_for_vae(tiny_run, vae_run, tmp_path, capsys):
-    code, _, _ = run(capsys, "sample", tiny_run("cvae"), "--n", "16", "--label", "3", "--out", tmp_path / "three.png")
+def test_sample_label_works_for_cvae_and_is_refused_for_vae(tiny_run, vae_run, tmp_path, cli):
+    code, _, _ = cli("sample", tiny_run("cvae"), "--n", "16", "--label", "3", "--out", tmp_path / "three.png")
     assert code == 0 and (tmp_path / "three.png").read_bytes()[:8] == PNG_MAGIC
 
-    code, _, err = run(capsys, "sample", vae_run, "--n", "16", "--label", "3", "--out", tmp_path / "no.png")
+    code, _, err = cli("sample", vae_run, "--n", "16", "--label", "3", "--out", tmp_path / "no.png")
     message = one_line_error(code, err)
     assert "--label" in message and "conditional" in message
     assert not (tmp_path / "no.png").exists()
 
 
 # --- the MNIST files in ../shared/data ----------------------------------------------------------
-def test_binarized_mnist_train_and_eval_on_the_local_files(local_data, tmp_path, capsys):
+def test_binarized_mnist_train_and_eval_on_the_local_files(local_data, tmp_path, cli):
     root = local_data("binarized_mnist")
     out = tmp_path / "vae"
-    code, _, _ = run(capsys, "train", "vae", "--data", "binarized_mnist", "--data-root", root, "--out", out,
+    code, _, _ = cli("train", "vae", "--data", "binarized_mnist", "--data-root", root, "--out", out,
                      "--max-steps", "5", *SMALL, "--eval-metrics", "")  # no sample metrics of 10,000 images
     assert code == 0
-    code, stdout, _ = run(capsys, "eval", out, "--split", "test", "--data-root", root, "--iw-samples", "5",
+    code, stdout, _ = cli("eval", out, "--split", "test", "--data-root", root, "--iw-samples", "5",
                           "--limit", "20", "--json")
     assert code == 0
     metrics = json.loads(stdout)
@@ -261,16 +255,16 @@ def test_binarized_mnist_train_and_eval_on_the_local_files(local_data, tmp_path,
     assert "binarized_mnist_valid.amat" in metrics["split_source"] and "validation" in metrics["split_source"]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (784 * math.log(2)))
 
-    code, _, _ = run(capsys, "train", "iwae", "--data", "binarized_mnist", "--data-root", root,
+    code, _, _ = cli("train", "iwae", "--data", "binarized_mnist", "--data-root", root,
                      "--out", tmp_path / "iwae", "--max-steps", "5", *SMALL, "--set", "k=5", "--eval-metrics", "")
     assert code == 0
     assert json.loads((tmp_path / "iwae" / CONFIG_FILE).read_text())["model_config"]["k"] == 5
 
 
-def test_cvae_trains_on_the_local_mnist_subset(local_data, tmp_path, capsys):
+def test_cvae_trains_on_the_local_mnist_subset(local_data, tmp_path, cli):
     root = local_data("mnist")
     out = tmp_path / "cvae"
-    code, _, _ = run(capsys, "train", "cvae", "--data", "mnist", "--data-root", root, "--out", out,
+    code, _, _ = cli("train", "cvae", "--data", "mnist", "--data-root", root, "--out", out,
                      "--max-steps", "5", *SMALL, "--eval-iw-samples", "0")
     assert code == 0
     assert {MODEL_FILE, "class_grid.png", "samples.png"} <= {p.name for p in out.iterdir()}
@@ -278,28 +272,28 @@ def test_cvae_trains_on_the_local_mnist_subset(local_data, tmp_path, capsys):
 
 
 # --- bad input: one line naming the problem -----------------------------------------------------
-def test_unknown_model_lists_the_valid_names(tmp_path, capsys):
-    message = one_line_error(*run(capsys, "train", "gan9000", "--out", tmp_path / "r")[::2])
+def test_unknown_model_lists_the_valid_names(tmp_path, cli):
+    message = one_line_error(*cli("train", "gan9000", "--out", tmp_path / "r")[::2])
     assert "'gan9000'" in message
     assert all(name in message for name in MODELS)
     assert not (tmp_path / "r").exists()
 
 
-def test_unknown_dataset_lists_the_valid_names(tmp_path, capsys):
-    message = one_line_error(*run(capsys, "train", "vae", "--data", "cifar99", "--out", tmp_path / "r")[::2])
+def test_unknown_dataset_lists_the_valid_names(tmp_path, cli):
+    message = one_line_error(*cli("train", "vae", "--data", "cifar99", "--out", tmp_path / "r")[::2])
     assert "'cifar99'" in message
     assert all(name in message for name in DATASETS)
     assert not (tmp_path / "r").exists()
 
 
-def test_unknown_set_option_lists_the_valid_options(tmp_path, capsys):
-    message = one_line_error(*run(capsys, "train", "vae", "--set", "lattent_dim=3", "--out", tmp_path / "r")[::2])
+def test_unknown_set_option_lists_the_valid_options(tmp_path, cli):
+    message = one_line_error(*cli("train", "vae", "--set", "lattent_dim=3", "--out", tmp_path / "r")[::2])
     assert "lattent_dim" in message
     assert all(name in message for name in ("latent_dim", "beta", "max_steps", "lr"))
 
 
-def test_set_without_equals_sign_is_refused(tmp_path, capsys):
-    message = one_line_error(*run(capsys, "train", "vae", "--set", "latent_dim", "--out", tmp_path / "r")[::2])
+def test_set_without_equals_sign_is_refused(tmp_path, cli):
+    message = one_line_error(*cli("train", "vae", "--set", "latent_dim", "--out", tmp_path / "r")[::2])
     assert "name=value" in message
 
 
@@ -312,18 +306,18 @@ def test_unknown_flag_is_an_argparse_usage_error(capsys):
     ("--max-steps", "1.5", "max_steps", "int"),
     ("--lr", "fast", "lr", "float"),
 ])
-def test_a_value_of_the_wrong_type_names_the_option(tmp_path, capsys, flag, value, field, type_name):
-    message = one_line_error(*run(capsys, "train", "vae", flag, value, "--out", tmp_path / "r")[::2])
+def test_a_value_of_the_wrong_type_names_the_option(tmp_path, cli, flag, value, field, type_name):
+    message = one_line_error(*cli("train", "vae", flag, value, "--out", tmp_path / "r")[::2])
     assert field in message and repr(value) in message and type_name in message
     assert not (tmp_path / "r").exists()
 
 
-def test_an_invalid_value_names_the_field(tmp_path, capsys):
-    message = one_line_error(*run(capsys, "train", "vae", "--lr-schedule", "sometimes", "--out", tmp_path / "r")[::2])
+def test_an_invalid_value_names_the_field(tmp_path, cli):
+    message = one_line_error(*cli("train", "vae", "--lr-schedule", "sometimes", "--out", tmp_path / "r")[::2])
     assert "lr_schedule" in message and "'sometimes'" in message
 
 
-def test_missing_mnist_files_say_which_files_go_where_without_hanging(tmp_path, capsys, monkeypatch):
+def test_missing_mnist_files_say_which_files_go_where_without_hanging(tmp_path, cli, monkeypatch):
     # Offline: the download is tried and fails at once (nothing listens on port 9).
     monkeypatch.setattr(images, "MNIST_URL", "http://127.0.0.1:9/")
     monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT_S", 2.0)
@@ -331,7 +325,7 @@ def test_missing_mnist_files_say_which_files_go_where_without_hanging(tmp_path, 
         monkeypatch.delenv(name, raising=False)
     empty = tmp_path / "empty"
     empty.mkdir()
-    message = one_line_error(*run(capsys, "train", "vae", "--data", "mnist", "--data-root", empty,
+    message = one_line_error(*cli("train", "vae", "--data", "mnist", "--data-root", empty,
                                   "--out", tmp_path / "r", "--max-steps", "1")[::2])
     assert "train-images-idx3-ubyte.gz" in message and "train-labels-idx1-ubyte.gz" in message
     assert str(empty.resolve()) in message
@@ -339,73 +333,73 @@ def test_missing_mnist_files_say_which_files_go_where_without_hanging(tmp_path, 
     assert list(empty.iterdir()) == []  # no partial download left behind
 
 
-def test_cvae_on_a_dataset_without_labels_is_refused(local_data, tmp_path, capsys):
+def test_cvae_on_a_dataset_without_labels_is_refused(local_data, tmp_path, cli):
     root = local_data("binarized_mnist")
-    message = one_line_error(*run(capsys, "train", "cvae", "--data", "binarized_mnist", "--data-root", root,
+    message = one_line_error(*cli("train", "cvae", "--data", "binarized_mnist", "--data-root", root,
                                   "--out", tmp_path / "r", "--max-steps", "1")[::2])
     assert "cvae" in message and "labels" in message and "binarized_mnist" in message
     assert not (tmp_path / "r").exists()
 
 
-def test_an_output_directory_with_files_is_refused_and_left_untouched(tmp_path, capsys):
+def test_an_output_directory_with_files_is_refused_and_left_untouched(tmp_path, cli):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "notes.txt").write_text("my notes\n")
-    message = one_line_error(*run(capsys, "train", "vae", "--out", out, "--max-steps", "1", *SMALL)[::2])
+    message = one_line_error(*cli("train", "vae", "--out", out, "--max-steps", "1", *SMALL)[::2])
     assert str(out) in message and "not empty" in message and "--resume" in message
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "my notes\n"
 
 
-def test_resume_without_a_run_is_refused(tmp_path, capsys):
+def test_resume_without_a_run_is_refused(tmp_path, cli):
     empty = tmp_path / "empty"
     empty.mkdir()
-    message = one_line_error(*run(capsys, "train", "vae", "--out", empty, "--resume")[::2])
+    message = one_line_error(*cli("train", "vae", "--out", empty, "--resume")[::2])
     assert str(empty) in message
 
 
-def test_resume_without_a_training_state_is_refused(vae_run, tmp_path, capsys):
+def test_resume_without_a_training_state_is_refused(vae_run, tmp_path, cli):
     run_dir = copy_run(vae_run, tmp_path / "run")
     (run_dir / TRAIN_STATE_FILE).unlink()
-    message = one_line_error(*run(capsys, "train", "vae", "--out", run_dir, "--resume", "--max-steps", "30")[::2])
+    message = one_line_error(*cli("train", "vae", "--out", run_dir, "--resume", "--max-steps", "30")[::2])
     assert "cannot resume" in message and TRAIN_STATE_FILE in message
 
 
-def test_resume_refuses_to_change_model_options(vae_run, tmp_path, capsys):
+def test_resume_refuses_to_change_model_options(vae_run, tmp_path, cli):
     run_dir = copy_run(vae_run, tmp_path / "run")
-    message = one_line_error(*run(capsys, "train", "vae", "--out", run_dir, "--resume", "--latent-dim", "8")[::2])
+    message = one_line_error(*cli("train", "vae", "--out", run_dir, "--resume", "--latent-dim", "8")[::2])
     assert "--resume" in message and "model options" in message
 
 
-def test_eval_of_a_directory_that_is_not_a_run(tmp_path, capsys):
-    message = one_line_error(*run(capsys, "eval", tmp_path)[::2])
+def test_eval_of_a_directory_that_is_not_a_run(tmp_path, cli):
+    message = one_line_error(*cli("eval", tmp_path)[::2])
     assert CONFIG_FILE in message and str(tmp_path) in message and "run directory" in message
 
 
-def test_eval_of_a_corrupt_model_file_names_the_file(vae_run, tmp_path, capsys):
+def test_eval_of_a_corrupt_model_file_names_the_file(vae_run, tmp_path, cli):
     run_dir = copy_run(vae_run, tmp_path / "run")
     (run_dir / MODEL_FILE).write_bytes(b"\x00garbage, not safetensors\xff" * 10)
-    message = one_line_error(*run(capsys, "eval", run_dir, "--iw-samples", "2", "--limit", "5")[::2])
+    message = one_line_error(*cli("eval", run_dir, "--iw-samples", "2", "--limit", "5")[::2])
     assert str(run_dir / MODEL_FILE) in message and "corrupt" in message
 
 
-def test_eval_of_weights_from_another_model_reports_the_mismatch(tiny_run, vae_run, tmp_path, capsys):
+def test_eval_of_weights_from_another_model_reports_the_mismatch(tiny_run, vae_run, tmp_path, cli):
     run_dir = copy_run(vae_run, tmp_path / "run")
     shutil.copy(tiny_run("cvae") / MODEL_FILE, run_dir / MODEL_FILE)
-    message = one_line_error(*run(capsys, "eval", run_dir, "--iw-samples", "2", "--limit", "5")[::2])
+    message = one_line_error(*cli("eval", run_dir, "--iw-samples", "2", "--limit", "5")[::2])
     assert str(run_dir / MODEL_FILE) in message and "'vae'" in message
     assert "another model" in message
 
 
-def test_eval_of_a_config_from_something_else(vae_run, tmp_path, capsys):
+def test_eval_of_a_config_from_something_else(vae_run, tmp_path, cli):
     run_dir = copy_run(vae_run, tmp_path / "run")
     (run_dir / CONFIG_FILE).write_text(json.dumps({"name": "bert", "hidden_size": 768}))
-    message = one_line_error(*run(capsys, "eval", run_dir, "--iw-samples", "2", "--limit", "5")[::2])
+    message = one_line_error(*cli("eval", run_dir, "--iw-samples", "2", "--limit", "5")[::2])
     assert str(run_dir / CONFIG_FILE) in message and "not a genzoo run config" in message
 
 
-def test_eval_limit_zero_is_refused(vae_run, capsys):
-    message = one_line_error(*run(capsys, "eval", vae_run, "--iw-samples", "2", "--limit", "0")[::2])
+def test_eval_limit_zero_is_refused(vae_run, cli):
+    message = one_line_error(*cli("eval", vae_run, "--iw-samples", "2", "--limit", "0")[::2])
     assert "limit" in message and "0" in message
 
 
@@ -429,7 +423,7 @@ def test_the_console_script_runs_and_reports_errors_by_exit_status(tmp_path):
     assert failed.stderr.startswith("genzoo: error: ") and len(failed.stderr.strip().splitlines()) == 1
 
 
-def test_an_interrupt_keeps_the_checkpoint_and_says_so_on_its_own_line(tmp_path, capsys, monkeypatch):
+def test_an_interrupt_keeps_the_checkpoint_and_says_so_on_its_own_line(tmp_path, cli, monkeypatch):
     from genzoo.models.latent.vae import VAE
 
     original, calls = VAE.loss, []
@@ -442,6 +436,6 @@ def test_an_interrupt_keeps_the_checkpoint_and_says_so_on_its_own_line(tmp_path,
 
     monkeypatch.setattr(VAE, "loss", interrupted_after_one_epoch)
     out = tmp_path / "interrupted"
-    code, _, err = run(capsys, "train", "vae", "--out", out, "--max-steps", "30", *SMALL)
+    code, _, err = cli("train", "vae", "--out", out, "--max-steps", "30", *SMALL)
     assert code == 130 and (out / TRAIN_STATE_FILE).is_file()
     assert "\ngenzoo: interrupted; the last checkpoint is kept (resume with --resume)" in err

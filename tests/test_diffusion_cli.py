@@ -17,16 +17,10 @@ from genzoo.bench.tables import render
 from genzoo.cli import main
 from genzoo.models.registry import load_run
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = ["--max-steps", "3", "--batch-size", "16", "--set", "timesteps=20", "--set", "channels=8",
         "--set", "channel_mult=1", "--blocks", "1", "--set", "attention_resolutions=0", "--heads", "1"]
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +60,20 @@ def test_the_arena_run_reports_the_kl_through_the_bound(runs):
 
 
 @pytest.mark.parametrize("sampler, steps", [("ddim", 5), ("dpm-solver", 5), ("ddpm", None)])
-def test_sample_takes_each_sampler_and_its_steps(capsys, runs, tmp_path, sampler, steps):
+def test_sample_takes_each_sampler_and_its_steps(cli, runs, tmp_path, sampler, steps):
     out = tmp_path / "s.png"
     argv = ["sample", runs("digits"), "--n", "4", "--sampler", sampler, "--out", out] + (["--steps", steps] if steps else [])
-    code, stdout, err = run(capsys, *argv)
+    code, stdout, err = cli(*argv)
     assert code == 0, err
     assert out.exists() and f"with the {sampler} sampler" in stdout
 
 
-def test_guidance_samples_the_requested_label_and_eval_records_diffusers_scale(capsys, runs, tmp_path):
+def test_guidance_samples_the_requested_label_and_eval_records_diffusers_scale(cli, runs, tmp_path):
     run_dir = runs("conditional")
-    code, _, err = run(capsys, "sample", run_dir, "--n", "4", "--sampler", "ddim", "--steps", "5", "--label", "3",
+    code, _, err = cli("sample", run_dir, "--n", "4", "--sampler", "ddim", "--steps", "5", "--label", "3",
                        "--guidance", "2.0", "--out", tmp_path / "g.png")
     assert code == 0, err
-    code, stdout, err = run(capsys, "eval", run_dir, "--split", "test", "--metrics", "score", "--sampler", "ddim",
+    code, stdout, err = cli("eval", run_dir, "--split", "test", "--metrics", "score", "--sampler", "ddim",
                             "--steps", "5", "--guidance", "2.0", "--json")
     assert code == 0, err
     result = json.loads(stdout)
@@ -88,12 +82,12 @@ def test_guidance_samples_the_requested_label_and_eval_records_diffusers_scale(c
     assert 0 <= result["conditional_accuracy"] <= 1 and result["seconds_per_sample"] > 0
 
 
-def test_eval_under_several_samplers_gives_distinct_records(capsys, runs, tmp_path):
+def test_eval_under_several_samplers_gives_distinct_records(cli, runs, tmp_path):
     run_dir, bench = runs("digits"), tmp_path / "bench"
     for steps in (3, 6):
-        code, _, err = run(capsys, "eval", run_dir, "--metrics", "fd", "--sampler", "ddim", "--steps", steps)
+        code, _, err = cli("eval", run_dir, "--metrics", "fd", "--sampler", "ddim", "--steps", steps)
         assert code == 0, err
-        assert run(capsys, "bench", "import", run_dir, "--out", bench)[0] == 0
+        assert cli("bench", "import", run_dir, "--out", bench)[0] == 0
     records = read_results(bench / RESULTS_FILE)
     assert len({record_key(r) for r in records}) == 2  # DDIM-3 does not supersede DDIM-6
     table = render(records, view="sampling")
@@ -108,13 +102,13 @@ def test_eval_under_several_samplers_gives_distinct_records(capsys, runs, tmp_pa
     (["--sampler", "ddpm", "--eta", "0.5"], "has no --eta option"),
     (["--label", "3"], "needs a conditional model"),
 ])
-def test_bad_sampling_options_fail_in_one_line(capsys, runs, tmp_path, options, message):
-    code, _, err = run(capsys, "sample", runs("digits"), "--n", "2", "--out", tmp_path / "x.png", *options)
+def test_bad_sampling_options_fail_in_one_line(cli, runs, tmp_path, options, message):
+    code, _, err = cli("sample", runs("digits"), "--n", "2", "--out", tmp_path / "x.png", *options)
     assert code == 1 and message in err and err.count("\n") == 1
 
 
-def test_a_label_out_of_range_fails_in_one_line(capsys, runs, tmp_path):
-    code, _, err = run(capsys, "sample", runs("conditional"), "--n", "2", "--label", "10", "--out", tmp_path / "x.png")
+def test_a_label_out_of_range_fails_in_one_line(cli, runs, tmp_path):
+    code, _, err = cli("sample", runs("conditional"), "--n", "2", "--label", "10", "--out", tmp_path / "x.png")
     assert code == 1 and "0..9" in err
 
 
@@ -122,33 +116,32 @@ def test_a_label_out_of_range_fails_in_one_line(capsys, runs, tmp_path):
     ("schedule=quadratic", "linear, cosine"), ("prediction=score", "eps, x0, v"), ("loss=l1", "simple, min_snr"),
     ("variance=learned", "loss=hybrid"),
 ])
-def test_unknown_choices_list_the_valid_ones(capsys, tmp_path, setting, message):
-    code, _, err = run(capsys, "train", "ddpm", "--data", "digits", "--out", tmp_path / "r", "--set", setting)
+def test_unknown_choices_list_the_valid_ones(cli, tmp_path, setting, message):
+    code, _, err = cli("train", "ddpm", "--data", "digits", "--out", tmp_path / "r", "--set", setting)
     assert code == 1 and message in err
 
 
 @pytest.mark.parametrize("sampler", ["repaint", "replacement"])
-def test_inpaint_keeps_the_observed_pixels(capsys, runs, tmp_path, sampler):
-    code, stdout, err = run(capsys, "inpaint", runs("digits"), "--image-index", "0", "--mask", "bottom-half", "--n", "3",
+def test_inpaint_keeps_the_observed_pixels(cli, runs, tmp_path, sampler):
+    code, stdout, err = cli("inpaint", runs("digits"), "--image-index", "0", "--mask", "bottom-half", "--n", "3",
                             "--sampler", sampler, "--out", tmp_path / "i.png", "--json")
     assert code == 0, err
     report = json.loads(stdout)
     assert report["conditional_nll_nats"] is None and report["hidden_dims"] == 32
 
 
-def test_a_nan_loss_stops_training_naming_the_step_and_term(capsys, tmp_path):
-    code, _, err = run(capsys, "train", "ddpm", "--data", "digits", *TINY, "--lr", "1e30", "--set", "loss=vlb",
+def test_a_nan_loss_stops_training_naming_the_step_and_term(cli, tmp_path):
+    code, _, err = cli("train", "ddpm", "--data", "digits", *TINY, "--lr", "1e30", "--set", "loss=vlb",
                        "--set", "variance=learned", "--grad-clip", "0", "--out", tmp_path / "nan")
     assert code == 1 and "training stopped at step" in err and "loss term" in err
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "binarized_mnist").exists(), reason="needs ../shared/data")
-def test_the_binarized_command_bounds_the_discrete_nll_in_nats(capsys, tmp_path):
+def test_the_binarized_command_bounds_the_discrete_nll_in_nats(cli, local_data, tmp_path):
     out = tmp_path / "bin"
-    code, _, err = run(capsys, "train", "ddpm", "--data", "binarized_mnist", "--data-root", DATA_ROOT, *TINY,
+    code, _, err = cli("train", "ddpm", "--data", "binarized_mnist", "--data-root", local_data("binarized_mnist"), *TINY,
                        "--eval-metrics", "", "--out", out)
     assert code == 0, err
-    code, stdout, err = run(capsys, "eval", out, "--split", "test", "--metrics", "nll", "--limit", "50", "--json")
+    code, stdout, err = cli("eval", out, "--split", "test", "--metrics", "nll", "--limit", "50", "--json")
     assert code == 0, err
     result = json.loads(stdout)
     # a bound on the NLL of 784 binary pixels, in nats: above the best models' ~78 (no model beats the data's
