@@ -70,6 +70,7 @@ def test_sample_takes_each_sampler_and_its_steps(cli, runs, tmp_path, sampler, s
 
 def test_guidance_samples_the_requested_label_and_eval_records_diffusers_scale(cli, runs, tmp_path):
     run_dir = runs("conditional")
+    assert (run_dir / "class_grid_guidance_2.png").exists()  # written by training: the model declares "guide"
     code, _, err = cli("sample", run_dir, "--n", "4", "--sampler", "ddim", "--steps", "5", "--label", "3",
                        "--guidance", "2.0", "--out", tmp_path / "g.png")
     assert code == 0, err

@@ -25,6 +25,7 @@ from genzoo.figures.grids import WHITE, save_image_grid, save_rows
 from genzoo.nn.mode import eval_mode, module_device
 
 REDUCED_TEMPERATURE = 0.7  # the second sample grid of a model whose sampler takes a temperature (Kingma & Dhariwal 2018)
+GUIDANCE = 2.0  # the second class grid of a model whose sampler takes a guidance weight (Ho & Salimans 2022)
 
 # ------------------------------------------------------------------------------------------------
 # Model figures: tensors only, no files
@@ -161,14 +162,15 @@ def prior_interpolation(model: nn.Module, pairs: int = 4, steps: int = 10, seed:
         return [_decode(model, codes[:, i], None if labels is None else labels[i].expand(steps)) for i in range(pairs)]
 
 
-def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0) -> list[Tensor]:
-    """One row of ``per_class`` samples for each class 0..K-1 of a conditional model."""
+def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0, **options) -> list[Tensor]:
+    """One row of ``per_class`` samples for each class 0..K-1 of a conditional model, drawn with the
+    default sampler and ``options`` (e.g. guidance=2.0)."""
     if not model.conditional:
         raise ValueError(f"class_grid: {type(model).__name__} is not conditional")
     k = model.info.num_classes
     with _evaluating(model):
         labels = torch.arange(k, device=module_device(model)).repeat_interleave(per_class)  # (K * per_class,)
-        x = model.sample(k * per_class, labels=labels, generator=_generator(model, seed))
+        x = model.generate(k * per_class, labels, _generator(model, seed), **options)
         return list(x.detach().float().cpu().reshape(k, per_class, *x.shape[1:]).unbind(0))
 
 
@@ -238,6 +240,10 @@ def write_run_figures(
     if model.conditional:
         rows = class_grid(model, 10, seed)
         paths.append(save_rows(rows, out_dir / "class_grid.png", [str(k) for k in range(len(rows))]))
+        if model.can("guide"):  # the same noise with classifier-free guidance
+            rows = class_grid(model, 10, seed, guidance=GUIDANCE)
+            paths.append(save_rows(rows, out_dir / f"class_grid_guidance_{GUIDANCE:g}.png",
+                                   [str(k) for k in range(len(rows))]))
     if model.can("corrupt"):
         rows = denoising_triples(model, x[:8], seed, None if y is None else y[:8])
         paths.append(save_rows(rows, out_dir / "denoising.png", ["clean", "corrupted", "denoised"]))

@@ -29,7 +29,9 @@ the figures, evaluation and the trainer (never guessed with ``hasattr``):
                            "extra_likelihood_terms" (``likelihood_terms``: the ELBO beside the IWAE bound),
                            "invert" (``encode``/``decode`` as an exact bijection x <-> z of the data's size:
                            interpolation in z, no traversals), "initialize" (``initialize(batch)``: a
-                           data-dependent initialisation the trainer runs once, before the first step);
+                           data-dependent initialisation the trainer runs once, before the first step),
+                           "guide" (its samplers take ``guidance``: a class-conditional model that also
+                           learned the unconditional one);
 - ``samplers``             the ways it generates (``SamplerSpec``: a name and the options of
                            ``SAMPLING_OPTIONS`` it takes), the first being the default;
 - ``estimators``           the names of its likelihood estimators, the first being the default;
@@ -65,7 +67,7 @@ LIKELIHOOD_KINDS = ("exact", "lower_bound", "estimate", "numerical", "unavailabl
 LikelihoodKind = Literal["exact", "lower_bound", "estimate", "numerical", "unavailable"]
 SAMPLING_OPTIONS = ("steps", "temperature", "guidance", "eta")  # options a sampler may take (genzoo sample --steps ...)
 CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms", "invert",
-                "initialize")
+                "initialize", "guide")
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,6 @@ class DDPM(GenerativeModel):
     description = "denoising diffusion (Ho et al. 2020; DDIM, DPM-Solver++, classifier-free guidance), bound on NLL"
     Config = DDPMConfig
     family = "diffusion"
-    capabilities = frozenset({"complete"})
     samplers = (
         SamplerSpec("ddim", ("steps", "eta", "guidance"), "DDIM (Song et al. 2021), eta = 0 deterministic (default 50 steps)"),
         SamplerSpec("dpm-solver", ("steps", "guidance"), "DPM-Solver++(2M) (Lu et al. 2022), deterministic (default 20 steps)"),
@@ -140,6 +139,12 @@ class DDPM(GenerativeModel):
             self.net = MLPDenoiser(info.dim, factor, config.hidden, config.layers, classes)
         self.num_levels = info.num_levels if info.value_type != "continuous" else None
         self.clip = config.clip_denoised and info.kind == "image"
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """Completion always; guidance when the labels were dropped in training (the unconditional model)."""
+        guide = self.config.class_conditional and self.config.label_dropout > 0
+        return frozenset({"complete", "guide"} if guide else {"complete"})
 
     @property
     def input_kind(self) -> str:
@@ -217,7 +222,7 @@ class DDPM(GenerativeModel):
         return predict
 
     def check_guidance(self, guidance: float | None) -> None:
-        if not guidance:
+        if not guidance or self.can("guide") and guidance > 0:
             return
         if not self.conditional:
             raise ValueError(f"--guidance {guidance:g} needs a class-conditional model (train with --set "
