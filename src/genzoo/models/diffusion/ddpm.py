@@ -156,8 +156,10 @@ class DDPM(GenerativeModel):
 
     @property
     def eval_defaults(self) -> EvalDefaults:
-        """4 draws of the bound per example (8 network passes); sample metrics on at most 1,000 DDIM-25 samples."""
-        return EvalDefaults(draws=4, sampler="ddim", steps=min(25, self.config.timesteps), samples=1000)
+        """Draws of the bound per example: 4 for images (8 network passes), 64 for vectors (an MLP's passes
+        are cheap); sample metrics on at most 1,000 DDIM-25 samples."""
+        draws = 4 if self.info.kind == "image" else 64
+        return EvalDefaults(draws=draws, sampler="ddim", steps=min(25, self.config.timesteps), samples=1000)
 
     # --- data <-> diffusion space -----------------------------------------------------------------
     def to_x0(self, x: Tensor) -> Tensor:

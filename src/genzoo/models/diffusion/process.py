@@ -24,9 +24,9 @@ The bound (Ho eq. 5) on -log p(x_0), in nats per example:
 
 The decoder is a Gaussian discretised to the data's K levels (Ho section 3.3, with K = 2 a probit
 Bernoulli on binary data) or, on real vectors, the Gaussian density itself. ``nll_bound`` estimates
-L without bias from a fixed number of draws per example, each one (x_1, a uniform t in 2..T, x_t):
+L without bias from a fixed number of draws per example, each one (x_1, a t in 2..T, x_t):
     L ~ prior + decoder(x_1) + (T - 1) KL_t,
-and returns the draws' mean and its variance.
+with t stratified over 2..T, and returns the estimate and its variance.
 
 Schedules and loss weights are computed in float64 and applied in fp32 at least, so that under
 bf16 autocast only the denoiser runs in bf16.
@@ -224,26 +224,34 @@ class GaussianDiffusion:
                   generator: torch.Generator | None = None, clip: bool = False) -> tuple[Tensor, Tensor | None]:
         """An unbiased estimate (B,) of the bound L on -log p(x_0) and its variance (B,) (None from one draw).
 
-        Each draw is prior + decoder(x_1) + (T - 1) KL_t with t uniform on 2..T and fresh noise: two
-        denoiser passes per draw, so the large decoder term is never left to chance over t.
+        Each draw is prior + decoder(x_1) + (T - 1) KL_t with fresh noise: two denoiser passes, so the
+        large decoder term is never left to chance over t. t is stratified: the draws fall in S =
+        max(1, draws // 2) equal strata of t in 2..T (draw d in stratum d mod S, uniform within it), so
+        every estimate visits the whole range of t. The estimate is the mean of the strata's means; its
+        variance sum_s s_s^2 / (n_s S^2) from each stratum's sample variance s_s^2 over its n_s >= 2 draws.
         """
         b, shape = len(x0), tuple(x0.shape)
+        strata = max(1, draws // 2)
         estimates = []
-        for _ in range(draws):
+        for d in range(draws):
             zero = torch.zeros(b, dtype=torch.long, device=x0.device)
             decoder = self.bound_term(denoiser, x0, zero, y, draw(torch.randn, shape, generator, x0.device), num_levels,
                                       clip)
             estimate = self.prior_kl(x0) + decoder
             if self.timesteps > 1:
-                t = 1 + (draw(torch.rand, (b,), generator, x0.device) * (self.timesteps - 1)).long()
-                t = t.clamp(max=self.timesteps - 1)
+                u = (d % strata + draw(torch.rand, (b,), generator, x0.device)) / strata  # uniform in stratum d mod S
+                t = (1 + (u * (self.timesteps - 1)).long()).clamp(max=self.timesteps - 1)
                 kl = self.bound_term(denoiser, x0, t, y, draw(torch.randn, shape, generator, x0.device), num_levels,
                                      clip)
                 estimate = estimate + (self.timesteps - 1) * kl
             estimates.append(estimate)
         stacked = torch.stack(estimates)  # (draws, B)
-        variance = stacked.var(0) / draws if draws > 1 else None
-        return stacked.mean(0), variance
+        by_stratum = [stacked[s::strata] for s in range(strata)]  # each (n_s, B)
+        mean = torch.stack([e.mean(0) for e in by_stratum]).mean(0)
+        if draws < 2:
+            return mean, None
+        variance = torch.stack([e.var(0) / len(e) for e in by_stratum]).sum(0) / strata**2
+        return mean, variance
 
     def bound_terms(self, denoiser: Denoiser, x0: Tensor, y: Tensor | None, num_levels: int | None,
                     generator: torch.Generator | None = None, clip: bool = False) -> Tensor:
