@@ -151,3 +151,13 @@ def test_the_binarized_command_bounds_the_discrete_nll_in_nats(cli, local_data, 
     model, _ = load_run(out)
     x = model.sample(2, generator=torch.Generator().manual_seed(0))
     assert set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_sampling_chain_ends_at_the_sample(runs):
+    """The chain figure's last predicted x_0 is the DDIM sample itself (the last step lands on alpha_bar = 1)."""
+    model, _ = load_run(runs("digits"))
+    assert (runs("digits") / "sampling_chain.png").exists()
+    chain = model.sampling_chain(3, 5, torch.Generator().manual_seed(4))
+    assert chain["x_t"].shape == (3, 5, 1, 8, 8)
+    sample = model.generate(3, None, torch.Generator().manual_seed(4), sampler="ddim")
+    assert torch.equal(chain["predicted x_0"][:, -1], sample)

@@ -174,6 +174,14 @@ def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0, **options) 
         return list(x.detach().float().cpu().reshape(k, per_class, *x.shape[1:]).unbind(0))
 
 
+def sampling_chain_rows(model: nn.Module, n: int = 4, snapshots: int = 10, seed: int = 0) -> dict[str, Tensor]:
+    """{"sample 1: x_t": (snapshots, C, H, W), "sample 1: predicted x_0": ..., ...}: the model's
+    ``sampling_chain``, one row per sample and state."""
+    with _evaluating(model):
+        states = model.sampling_chain(n, snapshots, _generator(model, seed))
+    return {f"{i + 1}: {name}": values[i].detach().float().cpu() for i in range(n) for name, values in states.items()}
+
+
 def denoising_triples(model: nn.Module, x: Tensor, seed: int = 0, y: Tensor | None = None) -> list[Tensor]:
     """Rows [clean, corrupted, denoised] with corrupted = model.corrupt(x) and
     denoised = decode(encode(corrupted)), each (B, C, H, W)."""
@@ -247,6 +255,9 @@ def write_run_figures(
     if model.can("corrupt"):
         rows = denoising_triples(model, x[:8], seed, None if y is None else y[:8])
         paths.append(save_rows(rows, out_dir / "denoising.png", ["clean", "corrupted", "denoised"]))
+    if model.can("chain"):  # from noise to samples: each sample's states at evenly spaced steps
+        chain = sampling_chain_rows(model, 4, 10, seed)
+        paths.append(save_rows(list(chain.values()), out_dir / "sampling_chain.png", list(chain)))
     if model.can("complete"):
         rows = completions(model, x[:8], None if y is None else y[:8], seed)
         # white padding and a gap: the hidden pixels' gray would run into mid-gray padding and the row above

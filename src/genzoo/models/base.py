@@ -31,7 +31,8 @@ the figures, evaluation and the trainer (never guessed with ``hasattr``):
                            interpolation in z, no traversals), "initialize" (``initialize(batch)``: a
                            data-dependent initialisation the trainer runs once, before the first step),
                            "guide" (its samplers take ``guidance``: a class-conditional model that also
-                           learned the unconditional one);
+                           learned the unconditional one), "chain" (``sampling_chain``: the states of
+                           an iterative sampler from noise to samples, for a figure);
 - ``samplers``             the ways it generates (``SamplerSpec``: a name and the options of
                            ``SAMPLING_OPTIONS`` it takes), the first being the default;
 - ``estimators``           the names of its likelihood estimators, the first being the default;
@@ -67,7 +68,7 @@ LIKELIHOOD_KINDS = ("exact", "lower_bound", "estimate", "numerical", "unavailabl
 LikelihoodKind = Literal["exact", "lower_bound", "estimate", "numerical", "unavailable"]
 SAMPLING_OPTIONS = ("steps", "temperature", "guidance", "eta")  # options a sampler may take (genzoo sample --steps ...)
 CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms", "invert",
-                "initialize", "guide")
+                "initialize", "guide", "chain")
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,12 @@ class GenerativeModel(nn.Module):
         """{"log_likelihood": log p(x_hidden | x_observed) (B,), "exact": bool} for a model that can
         complete images (capability "complete"); None where it has no such number (diffusion)."""
         return None
+
+    def sampling_chain(self, n: int, snapshots: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """States of the default sampler at ``snapshots`` evenly spaced steps (capability "chain"):
+        {name: (n, snapshots, *shape)}, e.g. {"x_t": ..., "predicted x_0": ...}; unconditional or
+        with labels cycling 0..K-1."""
+        raise NotImplementedError
 
     def initialize(self, x: Tensor, y: Tensor | None = None) -> None:
         """Data-dependent initialisation from one batch (capability "initialize"), e.g. Glow's ActNorm."""

@@ -144,7 +144,7 @@ class DDPM(GenerativeModel):
     def capabilities(self) -> frozenset[str]:
         """Completion always; guidance when the labels were dropped in training (the unconditional model)."""
         guide = self.config.class_conditional and self.config.label_dropout > 0
-        return frozenset({"complete", "guide"} if guide else {"complete"})
+        return frozenset({"complete", "chain"} | ({"guide"} if guide else set()))
 
     @property
     def input_kind(self) -> str:
@@ -255,6 +255,28 @@ class DDPM(GenerativeModel):
             x0 = run(self.predictor(labels, guidance), x, self.process, steps, generator=generator,
                      spacing=self.config.spacing)
         return self.from_x0(x0)
+
+    @torch.no_grad()
+    def sampling_chain(self, n: int, snapshots: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """x_t and the predicted x_0 (in the data's units) at ``snapshots`` evenly spaced steps of DDIM-50."""
+        labels = torch.arange(n, device=self.device) % self.info.num_classes if self.conditional else None
+        steps = min(DEFAULT_STEPS["ddim"], self.config.timesteps)
+        keep = {round(k * (steps - 1) / max(1, snapshots - 1)) for k in range(snapshots)}
+        states: dict[str, list[Tensor]] = {"x_t": [], "predicted x_0": []}
+        step = 0
+
+        def record(t: int, xt: Tensor, pred: Split) -> None:
+            nonlocal step
+            if step in keep:
+                states["x_t"].append(self.from_x0(xt))  # clamped to [-1, 1] and leveled, as shown
+                states["predicted x_0"].append(self.from_x0(pred.x0))
+            step += 1
+
+        x = draw(torch.randn, (n, *self.info.shape), generator, self.device, self.dtype)
+        with eval_mode(self):
+            SAMPLERS["ddim"](self.predictor(labels, None), x, self.process, steps, generator=generator,
+                             spacing=self.config.spacing, callback=record)
+        return {name: torch.stack(values, 1) for name, values in states.items()}  # (n, snapshots, *shape)
 
     @torch.no_grad()
     def complete(self, x: Tensor, observed: Tensor, labels: Tensor | None = None,

@@ -73,10 +73,14 @@ def ddim_step(x: Tensor, eps: Tensor, x0: Tensor, alpha_bar_t: float, alpha_bar_
 
 @torch.no_grad()
 def ddim_sample(predict: Predict, x: Tensor, process: GaussianDiffusion, steps: int, eta: float = 0.0,
-                generator: torch.Generator | None = None, spacing: str = "trailing") -> Tensor:
-    """DDIM from x_T (B, *shape) in ``steps`` steps; noise (eta > 0) is drawn at every step but the last."""
+                generator: torch.Generator | None = None, spacing: str = "trailing",
+                callback: Callable[[int, Tensor, Split], None] | None = None) -> Tensor:
+    """DDIM from x_T (B, *shape) in ``steps`` steps; noise (eta > 0) is drawn at every step but the last.
+    ``callback(t, x_t, prediction)`` sees each step's state (a figure's chain), before the step."""
     for t, s, alpha_bar_t, alpha_bar_s in _pairs(process, steps, spacing):
         pred = predict(x, _indices(x, t))
+        if callback is not None:
+            callback(t, x, pred)
         noise = draw(torch.randn, tuple(x.shape), generator, x.device) if eta > 0 and s >= 0 else None
         x = ddim_step(x, pred.eps, pred.x0, alpha_bar_t, alpha_bar_s, eta, noise)
     return x
