@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
         "digits": ["--data", "digits", *TINY, "--eval-metrics", "nll,fd"],
         "conditional": ["--data", "digits", *TINY, "--set", "class_conditional=true", "--eval-metrics", "score"],
         "arena": ["--data", "eight-gaussians", "--max-steps", "3", "--set", "timesteps=20", "--hidden", "16",
-                  "--eval-metrics", "nll"],
+                  "--eval-metrics", "nll", "--eval-draws", "4"],
     }
 
     def get(name: str) -> Path:
