@@ -22,6 +22,7 @@ Between two visited indices t > s the process is the respaced one (Nichol & Dhar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -95,8 +96,7 @@ def ddpm_step(x: Tensor, pred: Split, alpha_bar_t: float, alpha_bar_s: float, va
     mean = (beta * alpha_bar_s**0.5 * pred.x0 + (1 - alpha_bar_s) * (1 - beta) ** 0.5 * x) / (1 - alpha_bar_t)
     if noise is None:
         return mean
-    small = torch.tensor(beta * (1 - alpha_bar_s) / (1 - alpha_bar_t), dtype=torch.float64).log().item()
-    large = torch.tensor(beta, dtype=torch.float64).log().item()
+    small, large = math.log(beta * (1 - alpha_bar_s) / (1 - alpha_bar_t)), math.log(beta)
     if variance == "learned":
         log_variance = pred.variance_frac * large + (1 - pred.variance_frac) * small
     else:
@@ -134,9 +134,9 @@ def dpm_solver_pp_2m(predict: Predict, x: Tensor, process: GaussianDiffusion, st
             return x0
         alpha_t, sigma_t = alpha_bar_t**0.5, (1 - alpha_bar_t) ** 0.5
         alpha_s, sigma_s = alpha_bar_s**0.5, (1 - alpha_bar_s) ** 0.5
-        h = torch.tensor(alpha_s / sigma_s / (alpha_t / sigma_t), dtype=torch.float64).log().item()
+        h = math.log(alpha_s / sigma_s / (alpha_t / sigma_t))
         d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
-        x = sigma_s / sigma_t * x - alpha_s * torch.expm1(torch.tensor(-h, dtype=torch.float64)).item() * d
+        x = sigma_s / sigma_t * x - alpha_s * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
     return x
 
@@ -149,13 +149,9 @@ SAMPLERS = {"ddim": ddim_sample, "ddpm": ddpm_sample, "dpm-solver": dpm_solver_p
 def replacement_sample(predict: Predict, x: Tensor, process: GaussianDiffusion, steps: int, x_known: Tensor,
                        keep: Tensor, generator: torch.Generator | None = None, spacing: str = "trailing") -> Tensor:
     """Inpainting by replacement (Song et al. 2021, "Score-Based Generative Modeling through SDEs", appendix
-    I.2): after each ancestral step to s, the observed pixels are replaced by a fresh draw of q(x_s | x_known)."""
-    for t, s, alpha_bar_t, alpha_bar_s in _pairs(process, steps, spacing):
-        x = _known_at(x, x_known, keep, alpha_bar_t, generator)
-        pred = predict(x, _indices(x, t))
-        noise = draw(torch.randn, tuple(x.shape), generator, x.device) if s >= 0 else None
-        x = ddpm_step(x, pred, alpha_bar_t, alpha_bar_s, process.variance, noise)
-    return torch.where(keep, x_known, x)
+    I.2): before each ancestral step from t, the observed pixels are replaced by a fresh draw of q(x_t | x_known).
+    RePaint without its resampling."""
+    return repaint_sample(predict, x, process, steps, x_known, keep, generator, spacing, resample=1)
 
 
 def _known_at(x: Tensor, x_known: Tensor, keep: Tensor, alpha_bar: float, generator: torch.Generator | None) -> Tensor:
