@@ -20,10 +20,23 @@ DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
 BINARY = DataInfo("binary_mnist", (1, 28, 28), 10, "binary", 2)
 UNLABELLED = DataInfo("binary_unlabelled", (1, 28, 28), 0, "binary", 2)
 ODD = DataInfo("odd", (1, 6, 6), 0, "binary", 2)
+BINARY8 = DataInfo("binary8", (1, 8, 8), 10, "binary", 2)  # DIGITS's shape, for models of binary data only
 SMALL = {"latent_dim": 4, "hidden_dim": 32, "num_hidden_layers": 1, "channels": 4,
          # the autoregressive family's sizes
          "num_blocks": 1, "num_layers": 1, "hidden_channels": 4, "output_channels": 8, "hidden_dims": (32,)}
 VAE_FAMILY = sorted(name for name, cls in MODELS.items() if issubclass(cls, VAE))  # ELBO models
+GRADIENT = sorted(name for name, cls in MODELS.items() if cls.training_mode == "gradient")  # trained by `loss`
+
+
+def on_data(*infos: DataInfo) -> list:
+    """(name, info) pairs of every model with each data it models (``value_types``)."""
+    return [pytest.param(name, info, id=f"{name}-{info.name}") for name in sorted(MODELS) for info in infos
+            if info.value_type in MODELS[name].value_types]
+
+
+def data_for(name: str) -> DataInfo:
+    """DIGITS, or its binary twin for a model of binary data only."""
+    return DIGITS if DIGITS.value_type in MODELS[name].value_types else BINARY8
 
 
 def gen(seed: int) -> torch.Generator:
@@ -62,7 +75,7 @@ def phase_names(model) -> list[str]:
 # --- the protocol ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 @pytest.mark.parametrize("info", [DIGITS, BINARY], ids=["digits", "binary28"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", GRADIENT)  # closed-form fits: tests/test_mixtures.py
 def test_loss_returns_finite_per_example_terms_and_gradients(name, info, architecture):
     model = make(name, info, architecture=architecture)
     x, y = batch(info)
@@ -83,8 +96,7 @@ def test_loss_returns_finite_per_example_terms_and_gradients(name, info, archite
         assert any(g.abs().sum() > 0 for g in grads), phase.name
 
 
-@pytest.mark.parametrize("info", [DIGITS, BINARY], ids=["digits", "binary28"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name, info", on_data(DIGITS, BINARY))
 def test_sample_is_deterministic_given_a_generator_and_leaves_global_rng_alone(name, info):
     model = make(name, info, architecture="conv")
     c, h, w = info.shape
@@ -127,10 +139,11 @@ def test_log_likelihood_of_the_autoencoder_is_unavailable():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_config_rebuilds_the_same_model(name):
     """config.to_dict() -> build_model -> load_state_dict gives the same outputs (what a checkpoint needs)."""
-    model = make(name, DIGITS, architecture="conv")
-    twin = build_model(name, DIGITS, model.config.to_dict())
+    info = data_for(name)
+    model = make(name, info, architecture="conv")
+    twin = build_model(name, info, model.config.to_dict())
     twin.load_state_dict(model.state_dict())
-    x, y = batch(DIGITS)
+    x, y = batch(info)
     labels = labels_for(model, y)
     for phase in phase_names(model):
         torch.manual_seed(1)
@@ -141,7 +154,7 @@ def test_config_rebuilds_the_same_model(name):
     assert torch.equal(model.sample(3, labels_for(model, y[:3]), gen(2)), twin.sample(3, labels_for(model, y[:3]), gen(2)))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", GRADIENT)  # a closed-form fit is float64 throughout (tests/test_mixtures.py)
 def test_models_run_in_float64(name):
     """The maths tests run models in float64: loss and sampling must stay in that precision."""
     model = make(name, DIGITS).double()
@@ -374,7 +387,7 @@ def test_ae_prior_sampler_decodes_standard_normal_codes(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_images_of_the_wrong_shape_or_with_nan_pixels_are_refused(name):
-    info = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
+    info = data_for(name)
     model = make(name, info, hidden_dim=16, latent_dim=2)
     y = torch.zeros(4, dtype=torch.long) if model.conditional else None
     with pytest.raises(ValueError, match=r"built for images of shape \(B, 1, 8, 8\).*got \(4, 1, 28, 28\)"):

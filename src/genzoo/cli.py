@@ -116,6 +116,18 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} samples to {out} ({seconds:.2f} s with the {spec.name} sampler{given})")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    models = [load_run(Path(run))[0] for run in args.run_dirs]
+    datasets = sorted({m.info.name for m in models})
+    if len(datasets) > 1 or models[0].info.kind != "vector":
+        raise ValueError(f"genzoo compare draws runs of one 2-D dataset side by side; these are of {', '.join(datasets)}"
+                         + ("" if models[0].info.kind == "vector" else ": for images compare each run's samples.png"))
+    titles = [f"{m.name} ({Path(run).name})" if [x.name for x in models].count(m.name) > 1 else m.name
+              for m, run in zip(models, args.run_dirs)]
+    out = figures.save_arena_comparison(models, titles, args.out, args.seed)
+    print(f"wrote {out}: the true density, then each run's density and samples")
+
+
 def cmd_inpaint(args: argparse.Namespace) -> None:
 
     model, config = load_run(Path(args.run_dir))
@@ -285,6 +297,13 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     sample.add_argument("--out", help="PNG file (default: RUN_DIR/samples_seedS.png)")
     add_sampling_flags(sample, "")
     sample.set_defaults(run=cmd_sample)
+
+    compare = commands.add_parser("compare", help="several runs of one 2-D dataset side by side: densities (with "
+                                                  "their Gaussian components) and samples")
+    compare.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    compare.add_argument("--out", required=True, help="PNG file")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.set_defaults(run=cmd_compare)
 
     inpaint = commands.add_parser("inpaint", help="fill in hidden pixels of a data image (autoregressive and "
                                                   "diffusion models)")

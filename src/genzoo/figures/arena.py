@@ -133,3 +133,45 @@ def save_points_over_training(record: dict[int, Tensor], path: str | os.PathLike
     for ax, (step, points) in zip(axes, sorted(record.items())):
         _scatter(ax, points, extent, f"step {step:,}")
     return _save(fig, path)
+
+
+COMPONENTS_SHOWN = 32  # ellipses per model in a comparison: a mixture's K components, or draws p(x | z_i)
+
+
+def _ellipses(ax, weights: Tensor, means: Tensor, covariances: Tensor) -> None:
+    """Each component's 2-sigma ellipse, its opacity by its weight: weights (K,), means (K, 2), covariances (K, 2, 2)."""
+    from matplotlib.patches import Ellipse
+    alpha = (weights / weights.max()).clamp(0.15, 1.0)
+    for w, mu, cov in zip(alpha.tolist(), means.double().cpu(), covariances.double().cpu()):
+        variances, axes = torch.linalg.eigh(cov)  # ascending
+        angle = float(torch.rad2deg(torch.atan2(axes[1, 1], axes[0, 1])))
+        width, height = (4 * variances.clamp_min(0).sqrt()).tolist()[::-1]
+        ax.add_patch(Ellipse(mu.tolist(), width, height, angle=angle, fill=False, color="white", alpha=w, lw=0.8))
+
+
+@torch.no_grad()
+def save_arena_comparison(models: list[GenerativeModel], titles: list[str], path: str | os.PathLike,
+                          seed: int = 0) -> Path:
+    """Several models of one 2-D dataset side by side: the true density, then each model's density
+    (with its Gaussian components as 2-sigma ellipses, where it is a mixture of Gaussians: a GMM's
+    K, or draws p(x | z_i) of a VAE, an infinite mixture) and its samples."""
+    spec = get_toy2d(models[0].info.name)
+    fig, axes = _figure(1 + 2 * len(models))
+    true_grid, _, _ = density_grid(spec.log_prob, spec.extent, GRID_RESOLUTION)
+    _heatmap(axes[0], true_grid, spec.extent, f"{spec.name}: true density")
+    for i, (model, title) in enumerate(zip(models, titles)):
+        density_ax, samples_ax = axes[1 + 2 * i], axes[2 + 2 * i]
+        learned = learned_log_density(model, spec.extent)
+        if learned:
+            _heatmap(density_ax, learned[0], spec.extent, f"{title}: density")
+        else:
+            _frame(density_ax, spec.extent, f"{title}: no density")
+        with eval_mode(model):
+            generator = torch.Generator(model.device).manual_seed(seed)
+            components = model.gaussian_components(COMPONENTS_SHOWN, generator)
+            samples = model.generate(POINTS_SHOWN, None, generator).cpu()
+        if components is not None:
+            order = components[0].argsort(descending=True)[:COMPONENTS_SHOWN]
+            _ellipses(density_ax, *(c[order] for c in components))
+        _scatter(samples_ax, samples, spec.extent, f"{title}: {len(samples):,} samples")
+    return _save(fig, path)

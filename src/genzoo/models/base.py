@@ -38,7 +38,10 @@ the figures, evaluation and the trainer (never guessed with ``hasattr``):
 - ``estimators``           the names of its likelihood estimators, the first being the default;
 - ``eval_defaults``        the sampler and steps of sample metrics and the draws per example of
                            estimated likelihoods, chosen so that the default ``eval`` finishes in
-                           minutes on a laptop CPU.
+                           minutes on a laptop CPU;
+- ``value_types``          the data it models ("binary", "discrete" levels, "continuous"), all by default;
+- ``training_mode``        "gradient" (the default: the trainer's optimizer minimises ``loss``) or
+                           "closed_form" (``ClosedFormModel``: fitted by its own update rule, EM).
 
 Inputs ``x`` are float tensors (B, C, H, W) in [0, 1] (images) or (B, D) (vectors) in the
 representation named by ``input_kind`` (see ``genzoo.data.prepare``); labels ``y`` are int64
@@ -48,6 +51,7 @@ representation named by ``input_kind`` (see ``genzoo.data.prepare``); labels ``y
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -67,6 +71,7 @@ from genzoo.data.core import DataInfo, InputKind, check_finite
 LIKELIHOOD_KINDS = ("exact", "lower_bound", "estimate", "numerical", "unavailable")
 LikelihoodKind = Literal["exact", "lower_bound", "estimate", "numerical", "unavailable"]
 SAMPLING_OPTIONS = ("steps", "temperature", "guidance", "eta")  # options a sampler may take (genzoo sample --steps ...)
+TRAINING_MODES = ("gradient", "closed_form")
 CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms", "invert",
                 "initialize", "guide", "chain")
 
@@ -170,9 +175,16 @@ class GenerativeModel(nn.Module):
     samplers: ClassVar[tuple[SamplerSpec, ...]] = (SamplerSpec("ancestral", (), "one pass of the generative model"),)
     estimators: ClassVar[tuple[str, ...]] = ()  # likelihood estimators; () when the model has no likelihood
     eval_defaults: ClassVar[EvalDefaults] = EvalDefaults()
+    training_mode: ClassVar[str] = "gradient"  # of TRAINING_MODES
+    value_types: ClassVar[tuple[str, ...]] = ("binary", "discrete", "continuous")  # the data it models
 
     def __init__(self, config: ModelConfig, info: DataInfo):
         super().__init__()
+        if info.value_type not in self.value_types:
+            kind = "real-valued" if info.value_type == "continuous" else f"{info.num_levels}-level"
+            raise ValueError(f"{self.name} models {' or '.join(self.value_types)} data, and {info.name} is {kind}: "
+                             f"choose such a dataset (genzoo list), e.g. "
+                             f"{'binarized_mnist' if self.value_types == ('binary',) else 'mnist'}")
         config.validate(info)
         self.config = config
         self.info = info
@@ -221,6 +233,12 @@ class GenerativeModel(nn.Module):
     def conditional_log_likelihood(self, x: Tensor, observed: Tensor, y: Tensor | None = None) -> dict | None:
         """{"log_likelihood": log p(x_hidden | x_observed) (B,), "exact": bool} for a model that can
         complete images (capability "complete"); None where it has no such number (diffusion)."""
+        return None
+
+    def gaussian_components(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The model as a mixture of Gaussians, for a figure: (weights (K,), means (K, D), covariances
+        (K, D, D)) of a Gaussian mixture's K components, or n draws p(x | z_i), z_i ~ p(z), of a latent
+        model with a Gaussian decoder (an infinite mixture, sampled); None for any other model."""
         return None
 
     def sampling_chain(self, n: int, snapshots: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -313,8 +331,68 @@ class GenerativeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return next(itertools.chain(self.parameters(), self.buffers())).device  # a fitted mixture has only buffers
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+
+@dataclass
+class ClosedFormConfig(ModelConfig):
+    """The convergence criterion of a model fitted by its own update rule (scikit-learn's names)."""
+
+    tol: float = 1e-3  # stop when the mean log-likelihood per example changes by less than this (nats)
+    max_iter: int = 100  # at most this many iterations per start
+    restarts: int = 1  # fresh starts (scikit-learn's n_init); the one with the best final objective is kept
+
+    def validate(self, info: DataInfo) -> None:
+        check_positive(self, "max_iter", "restarts")
+        check_positive(self, "tol", allow_zero=True)
+
+
+class ClosedFormModel(GenerativeModel):
+    """A model fitted by its own update rule (EM), not by gradients: ``training_mode = "closed_form"``.
+
+    The trainer (``genzoo.train.closed_form``) prepares the whole training set once (dequantised
+    with the run's seed, so the objective is fixed and EM never decreases it), then, for each of
+    ``config.restarts`` starts:
+
+    - ``initialize_fit(x, generator)`` on all of it, the same on every process (same data, same generator);
+    - per iteration, ``statistics(chunk)`` on this process's share, summed over its chunks and
+      all-reduced over processes (so a 2-process fit equals a 1-process fit), then ``update(totals)``,
+      the same on every process;
+    - until ``objective(totals, n)`` (the mean over the n examples, measured before the update)
+      changes by less than ``config.tol``, or ``config.max_iter`` iterations.
+
+    Its parameters are buffers: no optimizer, no gradients, no ``loss``.
+    """
+
+    training_mode = "closed_form"
+    config: ClosedFormConfig
+
+    def phases(self) -> list[Phase]:
+        return []
+
+    def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model",
+             step: int | None = None) -> dict[str, Tensor]:
+        """{"loss": -log p(x)} (B,): what EM decreases (the trainer runs EM, not this)."""
+        value = self.log_likelihood(x, y).value
+        return {"loss": -value}
+
+    def initialize_fit(self, x: Tensor, generator: torch.Generator) -> None:
+        """A fresh start from all training inputs x (N, *shape) (k-means++ for the mixtures)."""
+        raise NotImplementedError
+
+    def statistics(self, x: Tensor) -> dict[str, Tensor]:
+        """Sufficient statistics of one update, summed over the examples x (B, *shape) under the current
+        parameters, in float64; "log_likelihood" holds sum_n log p(x_n)."""
+        raise NotImplementedError
+
+    def update(self, totals: dict[str, Tensor]) -> None:
+        """The update (the M-step) from statistics summed over every example of every process."""
+        raise NotImplementedError
+
+    def objective(self, totals: dict[str, Tensor], n: int) -> float:
+        """What the update never decreases, per example: the mean log-likelihood (a MAP fit adds its log prior / n)."""
+        return totals["log_likelihood"].item() / n

@@ -12,12 +12,15 @@ the same weights as an uninterrupted run (``genzoo.train.state``).
 Multi-player models (GANs, adversarial autoencoders) return several ``Phase``s; each has its own
 optimizer and schedule, and each iteration runs every phase's updates in order on one batch.
 Model selection on held-out examples is ``genzoo.train.selection``; the log and symptom
-warnings are ``genzoo.train.log``; the schedules ``genzoo.train.schedules``.
+warnings are ``genzoo.train.log``; the schedules ``genzoo.train.schedules``. A model fitted by
+its own update rule (EM: ``training_mode = "closed_form"``) runs ``genzoo.train.closed_form``
+instead of optimizer steps, with the same data, log, progress bar, checkpoints and resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -35,6 +38,13 @@ from genzoo.data.registry import DATASETS, load_split
 from genzoo.evaluate.likelihood import fixed_inputs, progress_interval
 from genzoo.models.base import GenerativeModel, ModelConfig
 from genzoo.models.registry import build_model
+from genzoo.train.closed_form import (
+    FitState,
+    check_closed_form_options,
+    fit_closed_form,
+    read_fit_state,
+    write_fit_state,
+)
 from genzoo.train.config import TrainConfig, train_config
 from genzoo.train.ema import ema_model
 from genzoo.train.log import LOG_FILE, RunningLog, SymptomWatch
@@ -83,13 +93,20 @@ class Trainer:
                                                f"model {model_name!r} as configured here")
         if model.conditional and self.train_split.labels is None:
             raise ValueError(f"{model_name} is conditional and dataset {config.data!r} has no labels")
-        if self.holdout_split is not None:
-            check_scorable(model, self.holdout_split, self.info)
-        self.steps_per_epoch = len(self.train_split) // (config.batch_size * self.world)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size {config.batch_size} x {self.world} process(es) exceeds the "
-                             f"{len(self.train_split)} training examples")
-        self.total_steps = config.max_steps or (config.epochs or DATASETS[config.data].default_epochs) * self.steps_per_epoch
+        self.closed_form = model.training_mode == "closed_form"  # fitted by its own update rule: genzoo.train.closed_form
+        if self.closed_form:
+            check_closed_form_options(model_name, config, epochs_given=config.epochs is not None)
+            self.steps_per_epoch = 1  # an iteration is one pass over the training set
+            self.total_steps = min(config.max_steps or math.inf, model.config.max_iter * model.config.restarts)
+        else:
+            if self.holdout_split is not None:
+                check_scorable(model, self.holdout_split, self.info)
+            self.steps_per_epoch = len(self.train_split) // (config.batch_size * self.world)
+            if self.steps_per_epoch == 0:
+                raise ValueError(f"batch_size {config.batch_size} x {self.world} process(es) exceeds the "
+                                 f"{len(self.train_split)} training examples")
+            self.total_steps = (config.max_steps
+                                or (config.epochs or DATASETS[config.data].default_epochs) * self.steps_per_epoch)
         if self.is_main:
             prepare_output_dir(self.out, resume)
         self.accelerator.wait_for_everyone()
@@ -104,19 +121,26 @@ class Trainer:
         schedule = lambda step: lr_factor(step, self.total_steps, config.warmup_steps, config.lr_schedule)  # noqa: E731
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in self.optimizers]
         self.memory_format = torch.channels_last if self.info.kind == "image" else torch.contiguous_format
-        model = model.to(memory_format=self.memory_format)  # channels_last: 6x faster 3x3 convs on this CPU
-        self.model, *self.optimizers = self.accelerator.prepare(model, *self.optimizers)
+        if self.closed_form:  # no gradients to synchronise: nothing for accelerate to wrap
+            self.model = model.to(self.accelerator.device)
+        else:
+            model = model.to(memory_format=self.memory_format)  # channels_last: 6x faster 3x3 convs on this CPU
+            self.model, *self.optimizers = self.accelerator.prepare(model, *self.optimizers)
         self.ema = ema_model(self.unwrapped, config.ema_decay, config.ema_warmup) if config.ema_decay else None
         self.data = self.train_split.images.to(self.accelerator.device)
         self.labels = None if self.train_split.labels is None else self.train_split.labels.to(self.accelerator.device)
         self.step, self.seconds_before, self.fit_started, self.time_capped = 0, 0.0, None, False
         self.best = Selection()
+        self.fit_state, self.best_fit = FitState(), None
         self.symptoms = SymptomWatch(enabled=self.is_main)
         if resume:
-            self.step, self.seconds_before, best = read_train_state(
-                self.out / checkpoint.TRAIN_STATE_FILE, model_name, self.unwrapped, self.ema, self.optimizers,
-                self.schedulers)
-            self.best = best if self.holdout_split is not None else Selection()
+            state_path = self.out / checkpoint.TRAIN_STATE_FILE
+            if self.closed_form:
+                self.step, self.seconds_before = read_fit_state(state_path, self)
+            else:
+                self.step, self.seconds_before, best = read_train_state(
+                    state_path, model_name, self.unwrapped, self.ema, self.optimizers, self.schedulers)
+                self.best = best if self.holdout_split is not None else Selection()
             if self.is_main:
                 print(f"genzoo: resuming {self.out} from step {self.step:,} of {self.total_steps:,}", file=sys.stderr)
         if self.is_main:  # on resume too: the length of training may have changed
@@ -147,59 +171,18 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.unwrapped
 
     def fit(self) -> dict:
-        config, model = self.config, self.model
-        model.train()
+        config = self.config
+        self.model.train()
         log = RunningLog(self.out / LOG_FILE, enabled=self.is_main)
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, dynamic_ncols=True,
                         desc=f"{self.model_name} on {config.data}", mininterval=progress_interval())
-        # bf16 autocast per call, not accelerate's process-wide setting: one process may train several precisions
-        autocast = torch.autocast(self.accelerator.device.type, torch.bfloat16, enabled=config.precision == "bf16")
-        tick, examples, first_step = time.perf_counter(), 0, self.step
-        self.fit_started = tick
+        self.fit_started = time.perf_counter()
+        fit_summary = None
         try:
-            while self.step < self.total_steps:
-                epoch, batch_index = divmod(self.step, self.steps_per_epoch)
-                if batch_index == 0 or self.step == first_step:
-                    shard = epoch_shard(len(self.data), config.batch_size, epoch, config.seed, self.rank, self.world)
-                idx = shard[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
-                torch.manual_seed(config.seed * 1_000_003 + self.step * 1_009 + self.rank)  # noise: f(seed, step, rank)
-                x, y = self.batch(idx)
-                for phase, optimizer, scheduler in zip(self.phases, self.optimizers, self.schedulers):
-                    for update in range(phase.updates_per_step):
-                        # k updates of one player (a WGAN critic's n_critic) each see a fresh real batch
-                        xb, yb = (x, y) if update == 0 else self.batch(shard[torch.randint(len(shard), (len(idx),))])
-                        with autocast:
-                            terms = model(xb, yb, phase=phase.name, step=self.step)
-                        loss = terms["loss"].float().mean()
-                        self.check_finite(loss, terms, phase.name, xb, yb)
-                        optimizer.zero_grad(set_to_none=True)
-                        self.accelerator.backward(loss)
-                        if config.grad_clip:
-                            self.accelerator.clip_grad_norm_(phase.parameters, config.grad_clip)
-                        optimizer.step()
-                        log.add(phase.name, terms)
-                    scheduler.step()
-                if self.ema is not None:
-                    self.ema.update_parameters(self.unwrapped)
-                self.step += 1
-                examples += len(idx) * self.world
-                progress.update(1)
-
-                if self.step % config.log_every == 0 or self.step == self.total_steps:
-                    row = log.flush(self.step, epoch, lr=self.schedulers[0].get_last_lr()[0],
-                                    examples_per_s=examples / (time.perf_counter() - tick))
-                    progress.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "epoch", "lr")})
-                    self.symptoms.update(self.unwrapped.training_warnings(row), self.step)
-                    tick, examples = time.perf_counter(), 0
-                due = (self.step % config.checkpoint_every == 0 if config.checkpoint_every
-                       else self.step % self.steps_per_epoch == 0)
-                self.time_capped = self.step < self.total_steps and self.over_time_cap()
-                if (due or self.time_capped or self.step == self.total_steps) and self.checkpoint():
-                    break
-                if self.time_capped:
-                    tqdm.write(f"genzoo: stopping at step {self.step:,} of {self.total_steps:,}: the "
-                               f"{config.max_minutes:g}-minute cap on training time is reached", file=sys.stderr)
-                    break
+            if self.closed_form:
+                fit_summary = fit_closed_form(self, log, progress)
+            else:
+                self.gradient_steps(log, progress)
         finally:  # also on Ctrl-C: the bar ends its line before any message
             progress.close()
 
@@ -222,7 +205,59 @@ class Trainer:
                                     "iw_samples": config.holdout_iw_samples, "best_nats": self.best.nats,
                                     "best_step": self.best.step, "best_epoch": self.best.step / self.steps_per_epoch,
                                     "stopped_early": self.step < self.total_steps}
+        if fit_summary is not None:
+            summary["fit"] = fit_summary
         return summary
+
+    def gradient_steps(self, log: RunningLog, progress: tqdm) -> None:
+        """Optimizer steps from ``self.step`` to the budget, the time cap, or the held-out patience."""
+        config, model = self.config, self.model
+        # bf16 autocast per call, not accelerate's process-wide setting: one process may train several precisions
+        autocast = torch.autocast(self.accelerator.device.type, torch.bfloat16, enabled=config.precision == "bf16")
+        tick, examples, first_step = time.perf_counter(), 0, self.step
+        while self.step < self.total_steps:
+            epoch, batch_index = divmod(self.step, self.steps_per_epoch)
+            if batch_index == 0 or self.step == first_step:
+                shard = epoch_shard(len(self.data), config.batch_size, epoch, config.seed, self.rank, self.world)
+            idx = shard[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
+            torch.manual_seed(config.seed * 1_000_003 + self.step * 1_009 + self.rank)  # noise: f(seed, step, rank)
+            x, y = self.batch(idx)
+            for phase, optimizer, scheduler in zip(self.phases, self.optimizers, self.schedulers):
+                for update in range(phase.updates_per_step):
+                    # k updates of one player (a WGAN critic's n_critic) each see a fresh real batch
+                    xb, yb = (x, y) if update == 0 else self.batch(shard[torch.randint(len(shard), (len(idx),))])
+                    with autocast:
+                        terms = model(xb, yb, phase=phase.name, step=self.step)
+                    loss = terms["loss"].float().mean()
+                    self.check_finite(loss, terms, phase.name, xb, yb)
+                    optimizer.zero_grad(set_to_none=True)
+                    self.accelerator.backward(loss)
+                    if config.grad_clip:
+                        self.accelerator.clip_grad_norm_(phase.parameters, config.grad_clip)
+                    optimizer.step()
+                    log.add(phase.name, terms)
+                scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.unwrapped)
+            self.step += 1
+            examples += len(idx) * self.world
+            progress.update(1)
+
+            if self.step % config.log_every == 0 or self.step == self.total_steps:
+                row = log.flush(self.step, epoch, lr=self.schedulers[0].get_last_lr()[0],
+                                examples_per_s=examples / (time.perf_counter() - tick))
+                progress.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "epoch", "lr")})
+                self.symptoms.update(self.unwrapped.training_warnings(row), self.step)
+                tick, examples = time.perf_counter(), 0
+            due = (self.step % config.checkpoint_every == 0 if config.checkpoint_every
+                   else self.step % self.steps_per_epoch == 0)
+            self.time_capped = self.step < self.total_steps and self.over_time_cap()
+            if (due or self.time_capped or self.step == self.total_steps) and self.checkpoint():
+                break
+            if self.time_capped:
+                tqdm.write(f"genzoo: stopping at step {self.step:,} of {self.total_steps:,}: the "
+                           f"{config.max_minutes:g}-minute cap on training time is reached", file=sys.stderr)
+                break
 
     def checkpoint(self) -> bool:
         """Score the held-out set (when selecting), save the state, run the callbacks; True: out of patience."""
@@ -247,12 +282,13 @@ class Trainer:
         x = prepare(self.data[idx], self.info, self.unwrapped.input_kind, train=True)
         return x.contiguous(memory_format=self.memory_format), None if self.labels is None else self.labels[idx]
 
-    def over_time_cap(self) -> bool:
+    def over_time_cap(self, every_step: bool = False) -> bool:
         """Whether the training time passed ``max_minutes`` on any process (so that all stop together).
 
-        Checked at log rows only: the check is a collective, which would sync a GPU every step.
+        Checked at log rows only (or ``every_step``: an EM iteration is a whole pass): the check is a
+        collective, which would sync a GPU every step.
         """
-        if not self.config.max_minutes or self.step % self.config.log_every:
+        if not self.config.max_minutes or (self.step % self.config.log_every and not every_step):
             return False
         over = torch.tensor(float(self.train_seconds() > 60 * self.config.max_minutes), device=self.accelerator.device)
         return self.accelerator.reduce(over, "sum").item() > 0
@@ -269,16 +305,22 @@ class Trainer:
         bad = next((name for name, value in terms.items() if name != "loss" and not torch.isfinite(value).all()), "loss")
         where = self.unwrapped.locate_nonfinite(x, y)
         where = f" (first non-finite in {where})" if where else ""
-        saved = (f"the last good checkpoint in {self.out} is kept"
-                 if (self.out / checkpoint.TRAIN_STATE_FILE).exists() else "no checkpoint had been written yet")
         raise TrainingDiverged(
             f"training stopped at step {self.step}: loss term {bad!r} (phase {phase!r}) is "
-            f"{terms[bad].float().mean().item()}{where}; {saved}. Try a lower --lr, --grad-clip 1.0, or fp32 precision.")
+            f"{terms[bad].float().mean().item()}{where}; {self.saved_sentence()}. Try a lower --lr, --grad-clip 1.0, or fp32 precision.")
+
+    def saved_sentence(self) -> str:
+        """What a stopped run keeps, for its error message."""
+        return (f"the last good checkpoint in {self.out} is kept" if (self.out / checkpoint.TRAIN_STATE_FILE).exists()
+                else "no checkpoint had been written yet")
 
     def save_state(self) -> None:
         """Write the weights to use and the resumable training state (main process only)."""
         self.accelerator.wait_for_everyone()
-        if self.is_main:
+        if self.is_main and self.closed_form:
+            write_fit_state(self.out / checkpoint.TRAIN_STATE_FILE, self)
+            self.save_model()
+        elif self.is_main:
             write_train_state(self.out / checkpoint.TRAIN_STATE_FILE, self.model_name, self.unwrapped, self.ema,
                               self.optimizers, self.schedulers, self.best, self.step, self.world, self.train_seconds())
             self.save_model()

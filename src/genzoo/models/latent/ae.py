@@ -23,7 +23,11 @@ from torch import Tensor
 
 from genzoo.data.core import DataInfo
 from genzoo.distributions.likelihoods import sum_data_dims
-from genzoo.distributions.mixture import sample_gaussian_mixture
+from genzoo.distributions.mixture import (
+    covariance_scales,
+    fit_gaussian_mixture,
+    sample_gaussian_mixture,
+)
 from genzoo.distributions.numerics import draw
 from genzoo.models.base import (
     GenerativeModel,
@@ -119,16 +123,14 @@ class AutoEncoder(GenerativeModel):
 
     @torch.no_grad()
     def fit_after_training(self, batches: Iterable[tuple[Tensor, Tensor | None]]) -> None:
-        """Fit the latent Gaussian mixture to the codes of the training data."""
-        from sklearn.mixture import (
-            GaussianMixture,  # imported here: scikit-learn is slow to import
-        )
-        codes = torch.cat([self.encode(x) for x, _ in batches]).double().cpu().numpy()
-        gmm = GaussianMixture(self.config.gmm_components, covariance_type="full", reg_covar=1e-4, random_state=0)
-        gmm.fit(codes)
-        self.gmm_weights.copy_(torch.from_numpy(gmm.weights_))
-        self.gmm_means.copy_(torch.from_numpy(gmm.means_))
-        self.gmm_scale_tril.copy_(torch.linalg.cholesky(torch.from_numpy(gmm.covariances_)))
+        """Fit the latent Gaussian mixture to the codes of the training data: EM from k-means++, seed 0."""
+        codes = torch.cat([self.encode(x) for x, _ in batches])
+        weights, means, precision_cholesky = fit_gaussian_mixture(
+            codes, self.config.gmm_components, "full", reg_covar=1e-4, generator=torch.Generator(codes.device).manual_seed(0))
+        covariances = covariance_scales(precision_cholesky, "full", len(weights))  # S, S S^T = Sigma
+        self.gmm_weights.copy_(weights)
+        self.gmm_means.copy_(means)
+        self.gmm_scale_tril.copy_(torch.linalg.cholesky(covariances @ covariances.mT))
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:

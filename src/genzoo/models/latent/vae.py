@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from genzoo.data.core import DataInfo
 from genzoo.distributions.gaussian import gaussian_kl, gaussian_log_prob, reparameterize
 from genzoo.distributions.likelihoods import (
+    Gaussian,
     build_likelihood,
     params_to_last,
     sum_data_dims,
@@ -155,7 +156,6 @@ class DecoderLikelihoodModel(GenerativeModel):
                        params.dtype)
         return self.likelihood.sample(params, uniform)
 
-
 class VAE(DecoderLikelihoodModel):
     name = "vae"
     description = "Variational autoencoder (Kingma & Welling 2014): Gaussian encoder, ELBO, optional beta and KL warm-up"
@@ -213,6 +213,17 @@ class VAE(DecoderLikelihoodModel):
             weights = torch.full((len(mean),), 1 / len(mean), device=mean.device, dtype=mean.dtype)
             return sample_gaussian_mixture(n, weights, mean, torch.exp(0.5 * logvar), generator)
         return reparameterize(*self.prior(n, labels), generator=generator)
+
+    @torch.no_grad()
+    def gaussian_components(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor] | None:
+        """p(x) = integral p(x | z) p(z) dz, a mixture of infinitely many Gaussians N(mu(z), diag sigma^2(z))
+        when the decoder is Gaussian: n of them, z_i ~ p(z), each weighted 1 / n (None otherwise)."""
+        if not isinstance(self.likelihood, Gaussian) or self.conditional:
+            return None
+        params = params_to_last(self.decoder_params(self.sample_prior(n, None, generator)), self.info.shape)
+        mean, log_scale = self.likelihood.mean_log_scale(params)  # (n, *shape) each
+        variances = torch.exp(2 * log_scale).reshape(n, -1)
+        return torch.full((n,), 1 / n, device=mean.device), mean.reshape(n, -1), torch.diag_embed(variances)
 
     def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Parameters of p(x | z [, y]): z (..., B, d) -> (..., B, P*C, H, W) or (..., B, P*D)."""
