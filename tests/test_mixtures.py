@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import subprocess
@@ -277,3 +278,35 @@ def test_gradient_options_are_refused_for_a_closed_form_fit(tmp_path, option, me
     with pytest.raises(ValueError, match=message):
         train("gmm", tmp_path / "run", None, data="eight-gaussians", **option)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["gmm", "mfa"])
+def test_a_fit_on_dequantised_digits_climbs_and_bounds_the_discrete_likelihood(tmp_path, name):
+    options = {"components": 4, "max_iter": 15, "tol": 0.0, **({"rank": 3} if name == "mfa" else {"covariance": "diag"})}
+    _, summary = train(name, tmp_path / "run", options, data="digits")
+    objectives = [float(line.split(",")[2]) for line in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert len(objectives) == 15 and all(b >= a - 1e-9 * abs(a) for a, b in zip(objectives, objectives[1:]))
+    model, _ = load_run(tmp_path / "run")
+    info, test = load_split("digits", "test")
+    x = torch.rand(4, 1, 8, 8)
+    result = model.log_likelihood(x)
+    assert result.kind == "lower_bound" and "dequantised" in result.reason
+    assert result.value.dtype == torch.float64  # EM and its densities run in float64
+    torch.testing.assert_close(model.loss(x)["loss"], -result.value)  # the NLL EM decreases
+    samples = model.sample(16, generator=torch.Generator().manual_seed(0))
+    assert samples.dtype == torch.float32 and samples.shape == (16, 1, 8, 8)
+    assert samples.min() >= 0 and samples.max() <= 1  # clamped into the pixels' range
+
+
+def test_the_commands_of_a_mixture_run_on_binarized_mnist(tmp_path, cli, local_data):
+    root, run = local_data("binarized_mnist").parent, tmp_path / "run"
+    code, out, err = cli("train", "mob", "--data", "binarized_mnist", "--data-root", str(root), "--set", "components=3",
+                         "--set", "max_iter=3", "--eval-metrics", "nll", "--out", str(run))
+    assert code == 0, err
+    assert "trained mob on binarized_mnist by EM: 3 iterations, not converged (tol 0.001)" in out
+    code, out, err = cli("eval", str(run), "--split", "test", "--data-root", str(root), "--metrics", "nll", "--json")
+    metrics = json.loads(out)
+    assert code == 0 and metrics["likelihood"] == "exact" and metrics["num_examples"] == 10_000
+    assert 150 < metrics["nll_nats"] < 300  # three components: far from the data, far from uniform's 543
+    code, out, err = cli("sample", str(run), "--n", "64", "--out", str(tmp_path / "samples.png"))
+    assert code == 0 and (tmp_path / "samples.png").exists()

@@ -27,6 +27,13 @@ def eval_file(split: str, limit: int | None = None) -> str:
     return f"eval_{split}{'' if limit is None else f'_limit{limit}'}.json"
 
 
+def fit_text(fit: dict) -> str:
+    """A closed-form fit in words: "38 iterations, converged (tol 0.001); best of 3 starts"."""
+    state = f"converged (tol {fit['tol']:g})" if fit["converged"] else f"not converged (tol {fit['tol']:g})"
+    starts = f"; best of {fit['restarts']} starts" if fit["restarts"] > 1 else ""
+    return f"{fit['iterations']} iterations, {state}{starts}"
+
+
 def train_run(model_name: str, model_options: ModelConfig | dict | None, config: TrainConfig, out: str | Path,
               resume: bool = False, draws: int | None = None, eval_metrics: list[str] = (),
               recipe: Recipe | None = None, quiet: bool = False) -> dict:
@@ -55,6 +62,8 @@ def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics:
                "environment": environment(trainer.accelerator.device)}
     if "selection" in summary:  # the weights evaluated below are the held-out best, not the last
         metrics["selection"] = summary["selection"]
+    if "fit" in summary:  # a closed-form fit: its starts, iterations and convergence
+        metrics["fit"] = summary["fit"]
     if draws == 0:
         eval_metrics = [m for m in eval_metrics if m != "nll"]
     draws = min(TRAIN_EVAL_DRAWS, model.eval_defaults.draws) if draws is None else draws
@@ -71,8 +80,11 @@ def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics:
     written += [progress] if progress else []
     if quiet:
         return metrics
-    print(f"trained {trainer.model_name} on {trainer.config.data}: {summary['steps']} steps "
-          f"({summary['epochs']:.1f} epochs) -> {out}")
+    if "fit" in summary:
+        print(f"trained {trainer.model_name} on {trainer.config.data} by EM: {fit_text(summary['fit'])} -> {out}")
+    else:
+        print(f"trained {trainer.model_name} on {trainer.config.data}: {summary['steps']} steps "
+              f"({summary['epochs']:.1f} epochs) -> {out}")
     if "selection" in summary:
         best = summary["selection"]
         print(f"selected the weights of step {best['best_step']} (epoch {best['best_epoch']:.1f}): best held-out "

@@ -158,6 +158,7 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
                      "time_capped": trained.get("time_capped"), "batch_size": train.batch_size,
                      "precision": train.precision,
                      "selected_step": None if selection is None else selection.get("best_step"),
+                     "fit": trained.get("fit"),
                      "warnings": trained.get("training_warnings")},
         "eval_seconds": eval_seconds, "seed": train.seed,
         "environment": trained.get("environment"), "command": command,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genzoo.bench.records import latest
 from genzoo.data.registry import DATASETS
+from genzoo.runs import fit_text
 
 KIND_MARKS = {"exact": "", "lower_bound": "≤ ", "estimate": "≈ ", "numerical": "~ "}
 KIND_LEGEND = {"exact": "plain: exact", "lower_bound": "≤: an upper bound (from a lower bound on log p)",
@@ -83,7 +84,9 @@ def budget_cell(record: dict) -> str:
     if training.get("steps") is None:
         return "-"
     parts = [f"{training['steps']:,} steps"]
-    if training.get("epochs"):
+    if training.get("fit"):  # a closed-form fit (EM): iterations, not optimizer steps
+        parts = [f"EM, {fit_text(training['fit'])}"]
+    elif training.get("epochs"):
         parts[0] += f" ({training['epochs']:.{0 if training['epochs'] >= 10 else 1}f} epochs)"
     if training.get("selected_step") is not None:
         parts.append(f"weights of step {training['selected_step']:,}")

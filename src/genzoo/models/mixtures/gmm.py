@@ -75,7 +75,7 @@ class GMM(ClosedFormModel):
     description = "Gaussian mixture fitted by EM (full, diagonal, tied or spherical covariances)"
     Config = GMMConfig
     family = "mixtures"
-    estimators = ("exact",)
+    estimators = ("closed_form",)
     eval_defaults = EvalDefaults(samples=1000)
 
     def __init__(self, config: GMMConfig, info: DataInfo):

@@ -100,7 +100,7 @@ class MFA(ClosedFormModel):
     description = "mixture of factor analysers fitted by EM: K Gaussians with rank-R plus diagonal covariances"
     Config = MFAConfig
     family = "mixtures"
-    estimators = ("exact",)
+    estimators = ("closed_form",)
     eval_defaults = EvalDefaults(samples=1000)
 
     def __init__(self, config: MFAConfig, info: DataInfo):

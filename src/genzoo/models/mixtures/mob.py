@@ -56,7 +56,7 @@ class MoB(ClosedFormModel):
     description = "mixture of Bernoullis fitted by EM, with a Beta pseudo-count on every pixel"
     Config = MoBConfig
     family = "mixtures"
-    estimators = ("exact",)
+    estimators = ("closed_form",)
     eval_defaults = EvalDefaults(samples=1000)
     value_types = ("binary",)  # 8-bit data: binarized_mnist, or gmm / mfa on the levels
 
