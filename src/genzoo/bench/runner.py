@@ -57,6 +57,7 @@ class Entry:
 def not_applicable(model: str, data: str) -> str | None:
     """Why ``model`` cannot be trained on ``data`` (its config's own check, one line), or None."""
     try:
+        MODELS[model].check_data(dataset_info(data))
         MODELS[model].Config().validate(dataset_info(data))
     except ValueError as e:
         return str(e)

@@ -89,14 +89,17 @@ def gaussian_log_densities(x: Tensor, means: Tensor, precision_cholesky: Tensor,
     precisions, Sigma_k^-1 = L_k L_k^T, shaped by ``covariance``: "full" (K, D, D), "tied" (D, D),
     "diag" (K, D) (L = diag(1 / sigma)), "spherical" (K,).
 
-    log N = -D/2 log 2 pi + log |L_k| - ||L_k^T (x - mu_k)||^2 / 2. The diagonal forms expand the
-    square into matmuls (cancellation of terms ~ x^2 / sigma^2: call in float64 for small variances).
+    log N = -D/2 log 2 pi + log |L_k| - ||L_k^T (x - mu_k)||^2 / 2. The tied and diagonal forms expand
+    the square into matmuls (cancellation of terms ~ x^2 / sigma^2: call in float64 for small variances).
     """
     d = x.shape[-1]
-    if covariance in ("full", "tied"):
-        chol = precision_cholesky if covariance == "full" else precision_cholesky.expand(len(means), d, d)
-        squared = torch.stack([(((x - mu) @ chol_k) ** 2).sum(-1) for mu, chol_k in zip(means, chol)], -1)  # (N, K)
-        log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)  # (K,)
+    if covariance == "full":
+        squared = torch.stack([(((x - mu) @ chol_k) ** 2).sum(-1) for mu, chol_k in zip(means, precision_cholesky)], -1)
+        log_det = torch.diagonal(precision_cholesky, dim1=-2, dim2=-1).log().sum(-1)  # (K,)
+    elif covariance == "tied":  # one L for all: ||L^T x||^2 - 2 (L^T x).(L^T mu_k) + ||L^T mu_k||^2, one product
+        xl, ml = x @ precision_cholesky, means @ precision_cholesky  # (N, D), (K, D)
+        squared = (xl**2).sum(-1, keepdim=True) - 2 * xl @ ml.T + (ml**2).sum(-1)
+        log_det = torch.diagonal(precision_cholesky).log().sum()
     else:
         precisions = precision_cholesky**2  # (K, D) or (K,)
         if covariance == "spherical":

@@ -180,14 +180,19 @@ class GenerativeModel(nn.Module):
 
     def __init__(self, config: ModelConfig, info: DataInfo):
         super().__init__()
-        if info.value_type not in self.value_types:
-            kind = "real-valued" if info.value_type == "continuous" else f"{info.num_levels}-level"
-            raise ValueError(f"{self.name} models {' or '.join(self.value_types)} data, and {info.name} is {kind}: "
-                             f"choose such a dataset (genzoo list), e.g. "
-                             f"{'binarized_mnist' if self.value_types == ('binary',) else 'mnist'}")
+        self.check_data(info)
         config.validate(info)
         self.config = config
         self.info = info
+
+    @classmethod
+    def check_data(cls, info: DataInfo) -> None:
+        """Refuse, in one line, data of a kind the model does not model (``value_types``)."""
+        if info.value_type not in cls.value_types:
+            kind = "real-valued" if info.value_type == "continuous" else f"{info.num_levels}-level"
+            raise ValueError(f"{cls.name} models {' or '.join(cls.value_types)} data, and {info.name} is {kind}: "
+                             f"choose such a dataset (genzoo list), e.g. "
+                             f"{'binarized_mnist' if cls.value_types == ('binary',) else 'mnist'}")
 
     # --- what the model consumes -------------------------------------------------------------
     @property

@@ -27,7 +27,8 @@ from genzoo import checkpoint
 from genzoo.data.core import prepare
 from genzoo.models.base import ClosedFormModel
 
-FIT_CHUNK = 4096  # examples per statistics call: bounds the (chunk, K) and (chunk, D) temporaries
+CHUNK_ELEMENTS = 2**20  # examples x dimensions per statistics call: bounds the temporaries, and on this CPU float64
+# products of (4096, 784) chunks ran 1.4x slower than of (1024, 784) ones, while 2-D data wants long chunks
 
 
 @dataclass
@@ -70,6 +71,11 @@ def fit_inputs(trainer) -> torch.Tensor:
     return prepare(trainer.data, trainer.info, trainer.unwrapped.input_kind, train=True, generator=generator)
 
 
+def fit_chunk(dim: int) -> int:
+    """Examples per statistics call for D-dimensional inputs."""
+    return max(256, CHUNK_ELEMENTS // dim)
+
+
 def process_share(n: int, rank: int, world: int) -> slice:
     """This process's contiguous share of n examples (the shares cover all of them, once)."""
     return slice(n * rank // world, n * (rank + 1) // world)
@@ -78,9 +84,10 @@ def process_share(n: int, rank: int, world: int) -> slice:
 def summed_statistics(trainer, model: ClosedFormModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The model's statistics summed over this process's share of x, then over every process."""
     share = x[process_share(len(x), trainer.rank, trainer.world)]
+    chunk = fit_chunk(model.info.dim)
     totals: dict[str, torch.Tensor] = {}
-    for start in range(0, len(share), FIT_CHUNK):
-        for name, value in model.statistics(share[start:start + FIT_CHUNK]).items():
+    for start in range(0, len(share), chunk):
+        for name, value in model.statistics(share[start:start + chunk]).items():
             totals[name] = totals[name] + value if name in totals else value
     if trainer.world > 1:
         totals = {name: trainer.accelerator.reduce(value, "sum") for name, value in totals.items()}

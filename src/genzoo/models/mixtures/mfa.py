@@ -58,17 +58,22 @@ from genzoo.models.mixtures.common import (
 @dataclass
 class MFAConfig(ClosedFormConfig):
     components: int = 10  # K
-    rank: int = 10  # R, latent factors per component
+    rank: int | None = None  # R, latent factors per component; None: min(10, D - 1)
     # added to Psi after each M-step, in the data's units (variance): on [0, 1] pixels 1e-6 is about
     # the variance of the 1/256 dequantisation noise, 1 / (12 x 256^2) = 1.3e-6
     reg_covar: float = 1e-6
 
     def validate(self, info: DataInfo) -> None:
         super().validate(info)
-        check_positive(self, "components", "rank")
+        check_positive(self, "components")
         check_positive(self, "reg_covar", allow_zero=True)
-        if self.rank >= info.dim:
-            raise ValueError(f"MFAConfig.rank={self.rank} must be below the data's dimension {info.dim}")
+        if self.rank is not None:
+            check_positive(self, "rank")
+            if self.rank >= info.dim:
+                raise ValueError(f"MFAConfig.rank={self.rank} must be below the data's dimension {info.dim}")
+
+    def resolved_rank(self, info: DataInfo) -> int:
+        return min(10, info.dim - 1) if self.rank is None else self.rank
 
 
 def probabilistic_pca(x: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -105,7 +110,8 @@ class MFA(ClosedFormModel):
 
     def __init__(self, config: MFAConfig, info: DataInfo):
         super().__init__(config, info)
-        k, d, r = config.components, info.dim, config.rank
+        k, d, r = config.components, info.dim, config.resolved_rank(info)
+        self.rank = r
         self.register_buffer("weights", torch.full((k,), 1 / k, dtype=torch.float64))
         self.register_buffer("means", torch.zeros(k, d, dtype=torch.float64))
         self.register_buffer("loadings", torch.zeros(k, d, r, dtype=torch.float64))
@@ -132,7 +138,7 @@ class MFA(ClosedFormModel):
         (the whole data's for a cluster of R examples or fewer, which has no R directions of its own)."""
         x = flat(x)
         check_components(self, len(x))
-        k, r, reg = self.config.components, self.config.rank, self.config.reg_covar
+        k, r, reg = self.config.components, self.rank, self.config.reg_covar
         centres = kmeans_plusplus(x, k, generator)  # (K, D)
         assignment = nearest_centre(x, centres).argmax(-1)  # (N,)
         count = torch.bincount(assignment, minlength=k).to(x.dtype)  # (K,)
@@ -198,7 +204,7 @@ class MFA(ClosedFormModel):
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """A component k ~ pi, then x = mu_k + W_k z + Psi_k^1/2 eps, z ~ N(0, I_R), eps ~ N(0, I_D): (n, *shape)."""
         components = draw_components(n, self.weights, generator)  # (n,)
-        device, r = self.means.device, self.config.rank
+        device, r = self.means.device, self.rank
         z = draw(torch.randn, (n, r), generator, device, torch.float64)
         eps = draw(torch.randn, (n, self.info.dim), generator, device, torch.float64)
         x = self.means[components] + self.noise_variances[components].sqrt() * eps  # (n, D)
