@@ -111,8 +111,9 @@ class GMM(ClosedFormModel):
         self.update(gaussian_mixture_statistics(x, responsibilities, self.config.covariance))
 
     def statistics(self, x: Tensor) -> dict[str, Tensor]:
+        x = flat(x)
         log_p, responsibilities = mixture_posterior(self.component_log_densities(x), self.weights.log())
-        return {**gaussian_mixture_statistics(flat(x), responsibilities, self.config.covariance),
+        return {**gaussian_mixture_statistics(x, responsibilities, self.config.covariance),
                 "log_likelihood": log_p.sum()}
 
     def update(self, totals: dict[str, Tensor]) -> None:

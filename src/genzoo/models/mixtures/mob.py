@@ -83,8 +83,9 @@ class MoB(ClosedFormModel):
         self.update({"count": responsibilities.sum(0), "sum_x": responsibilities.T @ x})
 
     def statistics(self, x: Tensor) -> dict[str, Tensor]:
+        x = flat(x)
         log_p, responsibilities = mixture_posterior(self.component_log_probs(x), self.weights.log())
-        return {"count": responsibilities.sum(0), "sum_x": responsibilities.T @ flat(x), "log_likelihood": log_p.sum()}
+        return {"count": responsibilities.sum(0), "sum_x": responsibilities.T @ x, "log_likelihood": log_p.sum()}
 
     def update(self, totals: dict[str, Tensor]) -> None:
         count, c = totals["count"], self.config.pseudo_count
