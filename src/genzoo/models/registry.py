@@ -9,7 +9,7 @@ import torch
 
 from genzoo import checkpoint
 from genzoo.data.core import DataInfo
-from genzoo.models import adversarial, autoregressive, diffusion, flows, latent, mixtures
+from genzoo.models import adversarial, autoregressive, diffusion, energy, flows, latent, mixtures
 from genzoo.models.base import GenerativeModel, ModelConfig
 from genzoo.models.recipes import RECIPE_SETS, Recipe, default_recipe
 
@@ -21,6 +21,7 @@ FAMILY_PACKAGES = {
     "flows": flows,
     "diffusion": diffusion,
     "mixtures": mixtures,
+    "energy": energy,
 }
 FAMILIES: dict[str, list[type[GenerativeModel]]] = {name: package.MODELS for name, package in FAMILY_PACKAGES.items()}
 MODEL_CLASSES: list[type[GenerativeModel]] = [cls for classes in FAMILIES.values() for cls in classes]
