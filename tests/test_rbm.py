@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -133,3 +134,40 @@ def test_an_unknown_estimator_lists_the_models():
     model = tiny_rbm()
     with pytest.raises(ValueError, match=r"rbm has no estimator 'bridge'; its estimators: exact, ais, raise"):
         model.log_likelihood(torch.zeros(2, *TINY.shape, dtype=torch.float64), estimator="bridge")
+
+
+def test_clamped_gibbs_keeps_the_observed_pixels_and_samples_the_exact_conditional():
+    model = tiny_rbm(seed=2)
+    images = every_image(TINY).double()
+    x = images[77:78].expand(3000, -1, -1, -1)
+    observed = torch.zeros(2, 4, dtype=torch.bool)
+    observed[0] = True  # the top row is kept; the bottom row's 4 pixels are filled in
+    out = model.complete(x, observed, generator=torch.Generator().manual_seed(0), steps=30)
+    assert torch.equal(out[:, :, 0], x[:, :, 0])
+    # the mean of p(v | h) over the chains is the conditional mean of the hidden pixels, exactly computable
+    log_p = exact_log_probs(model)
+    agree = (images[:, 0, 0] == x[0, 0, 0]).all(-1)  # images with the same top row
+    weights = torch.softmax(log_p[agree], 0)
+    expected = weights @ images[agree][:, 0, 1]  # (4,)
+    torch.testing.assert_close(out[:, 0, 1].mean(0), expected, atol=0.03, rtol=0)
+
+
+def test_the_commands_of_an_rbm_run_on_binarized_mnist(tmp_path, cli, local_data):
+    root, run = local_data("binarized_mnist").parent, tmp_path / "run"
+    code, out, err = cli("train", "rbm", "--data", "binarized_mnist", "--data-root", root, "--set", "hidden_dim=8",
+                         "--set", "ais_temperatures=300", "--set", "ais_runs=50", "--max-steps", "30",
+                         "--eval-metrics", "nll", "--out", run)
+    assert code == 0, err
+    code, out, err = cli("eval", run, "--split", "test", "--data-root", root, "--metrics", "nll", "--json")
+    exact = json.loads(out)
+    assert code == 0 and exact["likelihood"] == "exact" and exact["estimator"] == "exact"
+    code, out, err = cli("eval", run, "--split", "test", "--data-root", root, "--metrics", "nll", "--estimator", "ais",
+                         "--json")
+    ais = json.loads(out)
+    assert ais["likelihood"] == "estimate" and abs(ais["nll_nats"] - exact["nll_nats"]) < 0.5
+    code, out, err = cli("sample", run, "--n", "16", "--sampler", "gibbs", "--steps", "20", "--out",
+                         tmp_path / "samples.png")
+    assert code == 0 and (tmp_path / "samples.png").exists()
+    code, out, err = cli("inpaint", run, "--image-index", "0", "--mask", "bottom-half", "--n", "4", "--data-root", root,
+                         "--out", tmp_path / "inpaint.png")
+    assert code == 0 and (tmp_path / "inpaint.png").exists()
