@@ -41,7 +41,8 @@ METRICS_HELP = "; ".join(f"{kind} data: {','.join(names)}" for kind, names in ME
 def cmd_list(args: argparse.Namespace) -> None:
     if args.recipes:
         for r in RECIPES.values():
-            budget = "defaults" if r.steps is None else f"{r.steps:,} steps"
+            budget = ("EM to its tol" if MODELS[r.model].training_mode == "closed_form" else "defaults") \
+                if r.steps is None else f"{r.steps:,} steps"
             sets = f" [{', '.join(r.sets)}]" if r.sets else ""
             print(f"  {r.name:<28} {r.model:<15} {','.join(r.data):<20} {budget:>15}{sets}  {r.description}")
         return
