@@ -320,8 +320,9 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     inpaint.add_argument("--out", help="PNG file: the image, its observed pixels, then the completions")
     inpaint.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inpaint.set_defaults(run=cmd_inpaint)
-    bench = commands.add_parser("bench", help="train and evaluate models by their recipes into a results file; "
-                                             "import runs; render tables", description=(
+    bench = commands.add_parser("bench", allow_abbrev=False,  # `bench import RUN --recipe X` is no prefix of --recipes
+                                help="train and evaluate models by their recipes into a results file; "
+                                     "import runs; render tables", description=(
         "genzoo bench --data DATASET trains each model with its recipe for DATASET, evaluates every run by one "
         "protocol and appends a record per run to OUT/results.jsonl; the same command resumes an interrupted bench."))
     bench.add_argument("--data", help="the dataset (genzoo list)")
