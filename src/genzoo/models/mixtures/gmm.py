@@ -31,24 +31,15 @@ from genzoo.distributions.mixture import (
     gaussian_mixture_parameters,
     gaussian_mixture_statistics,
     kmeans_plusplus,
-    mixture_posterior,
     nearest_centre,
     sample_gaussian_mixture,
 )
 from genzoo.models.base import (
     ClosedFormConfig,
-    ClosedFormModel,
-    EvalDefaults,
-    LogLikelihood,
     check_choice,
     check_positive,
 )
-from genzoo.models.mixtures.common import (
-    as_data,
-    check_components,
-    continuous_likelihood,
-    flat,
-)
+from genzoo.models.mixtures.common import Mixture, flat
 
 
 @dataclass
@@ -68,15 +59,13 @@ def precision_shape(covariance: str, k: int, d: int) -> tuple[int, ...]:
     return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance]
 
 
-class GMM(ClosedFormModel):
+class GMM(Mixture):
     """Gaussian mixture by EM; buffers ``weights`` (K,), ``means`` (K, D), ``precision_cholesky`` (by type)."""
 
     name = "gmm"
     description = "Gaussian mixture fitted by EM (full, diagonal, tied or spherical covariances)"
     Config = GMMConfig
-    family = "mixtures"
-    estimators = ("closed_form",)
-    eval_defaults = EvalDefaults(samples=1000)
+    likelihood_method = "the Gaussian densities"
 
     def __init__(self, config: GMMConfig, info: DataInfo):
         super().__init__(config, info)
@@ -106,13 +95,13 @@ class GMM(ClosedFormModel):
     def initialize_fit(self, x: Tensor, generator: torch.Generator) -> None:
         """k-means++ centres, each example given to its nearest, then one M-step (scikit-learn's "k-means++")."""
         x = flat(x)
-        check_components(self, len(x))
+        self.check_components(len(x))
         responsibilities = nearest_centre(x, kmeans_plusplus(x, self.config.components, generator))
         self.update(gaussian_mixture_statistics(x, responsibilities, self.config.covariance))
 
     def statistics(self, x: Tensor) -> dict[str, Tensor]:
         x = flat(x)
-        log_p, responsibilities = mixture_posterior(self.component_log_densities(x), self.weights.log())
+        log_p, responsibilities = self.posterior(x)
         return {**gaussian_mixture_statistics(x, responsibilities, self.config.covariance),
                 "log_likelihood": log_p.sum()}
 
@@ -120,13 +109,6 @@ class GMM(ClosedFormModel):
         self.set_parameters(*gaussian_mixture_parameters(totals, self.config.covariance, self.config.reg_covar))
 
     # --- the protocol -------------------------------------------------------------------------
-    @torch.no_grad()
-    def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
-                       generator: torch.Generator | None = None) -> LogLikelihood:
-        self.check_input(x)
-        log_p, _ = mixture_posterior(self.component_log_densities(x), self.weights.log())
-        return continuous_likelihood(self, log_p, "the mixture's density, log-sum-exp over components")
-
     def gaussian_components(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The K components themselves (``n`` is not used)."""
         scales = covariance_scales(self.precision_cholesky, self.config.covariance, self.config.components)
@@ -136,4 +118,4 @@ class GMM(ClosedFormModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         scales = covariance_scales(self.precision_cholesky, self.config.covariance, self.config.components)
-        return as_data(self, sample_gaussian_mixture(n, self.weights, self.means, scales, generator))
+        return self.as_data(sample_gaussian_mixture(n, self.weights, self.means, scales, generator))

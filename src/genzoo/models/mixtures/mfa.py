@@ -42,17 +42,9 @@ from genzoo.distributions.mixture import (
 from genzoo.distributions.numerics import draw
 from genzoo.models.base import (
     ClosedFormConfig,
-    ClosedFormModel,
-    EvalDefaults,
-    LogLikelihood,
     check_positive,
 )
-from genzoo.models.mixtures.common import (
-    as_data,
-    check_components,
-    continuous_likelihood,
-    flat,
-)
+from genzoo.models.mixtures.common import Mixture, flat
 
 
 @dataclass
@@ -97,16 +89,14 @@ def probabilistic_pca(x: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor]:
     return mean, loadings, residual
 
 
-class MFA(ClosedFormModel):
+class MFA(Mixture):
     """Mixture of factor analysers by EM; buffers ``weights`` (K,), ``means`` (K, D), ``loadings`` (K, D, R),
     ``noise_variances`` (K, D)."""
 
     name = "mfa"
     description = "mixture of factor analysers fitted by EM: K Gaussians with rank-R plus diagonal covariances"
     Config = MFAConfig
-    family = "mixtures"
-    estimators = ("closed_form",)
-    eval_defaults = EvalDefaults(samples=1000)
+    likelihood_method = "the Gaussian densities by the Woodbury identity"
 
     def __init__(self, config: MFAConfig, info: DataInfo):
         super().__init__(config, info)
@@ -137,7 +127,7 @@ class MFA(ClosedFormModel):
         """k-means++ centres, each example given to its nearest, then each cluster's probabilistic PCA
         (the whole data's for a cluster of R examples or fewer, which has no R directions of its own)."""
         x = flat(x)
-        check_components(self, len(x))
+        self.check_components(len(x))
         k, r, reg = self.config.components, self.rank, self.config.reg_covar
         centres = kmeans_plusplus(x, k, generator)  # (K, D)
         assignment = nearest_centre(x, centres).argmax(-1)  # (N,)
@@ -193,14 +183,6 @@ class MFA(ClosedFormModel):
 
     # --- the protocol -------------------------------------------------------------------------
     @torch.no_grad()
-    def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
-                       generator: torch.Generator | None = None) -> LogLikelihood:
-        self.check_input(x)
-        log_p, _ = mixture_posterior(self.component_log_densities(x), self.weights.log())
-        return continuous_likelihood(self, log_p, "the mixture's density, Woodbury per component, "
-                                     "log-sum-exp over components")
-
-    @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """A component k ~ pi, then x = mu_k + W_k z + Psi_k^1/2 eps, z ~ N(0, I_R), eps ~ N(0, I_D): (n, *shape)."""
         components = draw_components(n, self.weights, generator)  # (n,)
@@ -211,4 +193,4 @@ class MFA(ClosedFormModel):
         for k in components.unique().tolist():  # one (n_k, R) x (R, D) product per component, no (n, D, R) gather
             rows = components == k
             x[rows] += z[rows] @ self.loadings[k].T
-        return as_data(self, x)
+        return self.as_data(x)

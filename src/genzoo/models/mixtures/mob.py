@@ -24,18 +24,14 @@ from genzoo.data.core import DataInfo
 from genzoo.distributions.mixture import (
     draw_components,
     kmeans_plusplus,
-    mixture_posterior,
     nearest_centre,
 )
 from genzoo.distributions.numerics import draw
 from genzoo.models.base import (
     ClosedFormConfig,
-    ClosedFormModel,
-    EvalDefaults,
-    LogLikelihood,
     check_positive,
 )
-from genzoo.models.mixtures.common import check_components, flat
+from genzoo.models.mixtures.common import Mixture, flat
 
 
 @dataclass
@@ -49,15 +45,13 @@ class MoBConfig(ClosedFormConfig):
         check_positive(self, "pseudo_count", allow_zero=True)
 
 
-class MoB(ClosedFormModel):
+class MoB(Mixture):
     """Mixture of Bernoullis by EM; buffers ``weights`` (K,) and ``probs`` (K, D)."""
 
     name = "mob"
     description = "mixture of Bernoullis fitted by EM, with a Beta pseudo-count on every pixel"
     Config = MoBConfig
-    family = "mixtures"
-    estimators = ("closed_form",)
-    eval_defaults = EvalDefaults(samples=1000)
+    likelihood_method = "the components' Bernoulli products"
     value_types = ("binary",)  # 8-bit data: binarized_mnist, or gmm / mfa on the levels
 
     def __init__(self, config: MoBConfig, info: DataInfo):
@@ -69,7 +63,7 @@ class MoB(ClosedFormModel):
     def input_kind(self) -> str:
         return "binary"
 
-    def component_log_probs(self, x: Tensor) -> Tensor:
+    def component_log_densities(self, x: Tensor) -> Tensor:
         """log P(x_n | k) = sum_d x log p_kd + (1 - x) log(1 - p_kd): (N, K) of inputs (N, *shape)."""
         x = flat(x)
         return x @ self.probs.log().T + (1 - x) @ torch.log1p(-self.probs).T
@@ -78,13 +72,13 @@ class MoB(ClosedFormModel):
     def initialize_fit(self, x: Tensor, generator: torch.Generator) -> None:
         """k-means++ centres, each example given to its nearest, then one M-step."""
         x = flat(x)
-        check_components(self, len(x))
+        self.check_components(len(x))
         responsibilities = nearest_centre(x, kmeans_plusplus(x, self.config.components, generator))
         self.update({"count": responsibilities.sum(0), "sum_x": responsibilities.T @ x})
 
     def statistics(self, x: Tensor) -> dict[str, Tensor]:
         x = flat(x)
-        log_p, responsibilities = mixture_posterior(self.component_log_probs(x), self.weights.log())
+        log_p, responsibilities = self.posterior(x)
         return {"count": responsibilities.sum(0), "sum_x": responsibilities.T @ x, "log_likelihood": log_p.sum()}
 
     def update(self, totals: dict[str, Tensor]) -> None:
@@ -100,14 +94,6 @@ class MoB(ClosedFormModel):
         return (totals["log_likelihood"].item() + float(log_prior)) / n
 
     # --- the protocol -------------------------------------------------------------------------
-    @torch.no_grad()
-    def log_likelihood(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
-                       generator: torch.Generator | None = None) -> LogLikelihood:
-        self.check_input(x)
-        log_p, _ = mixture_posterior(self.component_log_probs(x), self.weights.log())
-        return LogLikelihood(log_p, "exact", "log-sum-exp over the components' Bernoulli products",
-                             torch.zeros_like(log_p))
-
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """A component k ~ pi, then each pixel ~ Bernoulli(p_kd): (n, *shape) in {0, 1}."""
