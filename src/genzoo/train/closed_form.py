@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from genzoo import checkpoint
 from genzoo.data.core import prepare
 from genzoo.models.base import ClosedFormModel
+from genzoo.train.state import prefixed, unprefixed
 
 CHUNK_ELEMENTS = 2**20  # examples x dimensions per statistics call: bounds the temporaries, and on this CPU float64
 # products of (4096, 784) chunks ran 1.4x slower than of (1024, 784) ones, while 2-D data wants long chunks
@@ -153,8 +154,7 @@ def finish_start(trainer, state: FitState, progress, max_iter: int) -> None:
 
 
 def write_fit_state(path: Path, trainer) -> None:
-    tensors = {f"model.{k}": v for k, v in trainer.unwrapped.state_dict().items()}
-    tensors.update({f"best.{k}": v for k, v in (trainer.best_fit or {}).items()})
+    tensors = {**prefixed(trainer.unwrapped.state_dict(), "model."), **prefixed(trainer.best_fit or {}, "best.")}
     meta = {"step": trainer.step, "model": trainer.model_name, "world_size": trainer.world, "mode": "closed_form",
             "fit": trainer.fit_state.to_json(), "train_seconds": trainer.train_seconds()}
     checkpoint.write_tensors(path, tensors, meta)
@@ -167,12 +167,7 @@ def read_fit_state(path: Path, trainer) -> tuple[int, float]:
         raise checkpoint.CheckpointError(f"{path} is not a closed-form fit of {trainer.model_name!r}: it belongs to "
                                          f"{meta.get('model')!r}")
     model = trainer.unwrapped
-
-    def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    checkpoint.load_state_dict_checked(model, part("model."), path, f"model {trainer.model_name!r}")
-    best = part("best.")
-    trainer.best_fit = {k: v.to(model.device) for k, v in best.items()} or None
+    checkpoint.load_state_dict_checked(model, unprefixed(tensors, "model."), path, f"model {trainer.model_name!r}")
+    trainer.best_fit = {k: v.to(model.device) for k, v in unprefixed(tensors, "best.").items()} or None
     trainer.fit_state = FitState.from_json(meta["fit"])
     return meta["step"], meta.get("train_seconds", 0.0)

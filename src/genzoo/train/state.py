@@ -33,16 +33,26 @@ def prepare_output_dir(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A state dict's tensors under ``prefix`` ("model.", "ema.", "best."), as one file holds several."""
+    return {f"{prefix}{k}": v for k, v in state.items()}
+
+
+def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors stored under ``prefix``, with their own names back."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def write_train_state(path: Path, model_name: str, model: nn.Module, ema: nn.Module | None, optimizers: list,
                       schedulers: list, best: Selection, step: int, world: int, train_seconds: float) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = prefixed(model.state_dict(), "model.")
     if ema is not None:
-        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        tensors.update(prefixed(ema.state_dict(), "ema."))
     skeleton = checkpoint.flatten_state({"optimizers": [o.state_dict() for o in optimizers],
                                          "schedulers": [s.state_dict() for s in schedulers]}, "state", tensors)
     meta = {"step": step, "model": model_name, "world_size": world, "state": skeleton, "train_seconds": train_seconds}
     if best.weights is not None:
-        tensors.update({f"best.{k}": v for k, v in best.weights.items()})
+        tensors.update(prefixed(best.weights, "best."))
         meta["selection"] = {"nats": best.nats, "step": best.step, "checks_since": best.checks_since}
     checkpoint.write_tensors(path, tensors, meta)
 
@@ -54,12 +64,9 @@ def read_train_state(path: Path, model_name: str, model: nn.Module, ema: nn.Modu
     if meta.get("model") != model_name:
         raise checkpoint.CheckpointError(f"{path} belongs to model {meta.get('model')!r}, not {model_name!r}")
 
-    def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    checkpoint.load_state_dict_checked(model, part("model."), path, f"model {model_name!r}")
+    checkpoint.load_state_dict_checked(model, unprefixed(tensors, "model."), path, f"model {model_name!r}")
     if ema is not None:
-        checkpoint.load_state_dict_checked(ema, part("ema."), path, "the EMA weights")
+        checkpoint.load_state_dict_checked(ema, unprefixed(tensors, "ema."), path, "the EMA weights")
     state = checkpoint.unflatten_state(meta["state"], tensors)
     for optimizer, saved in zip(optimizers, state["optimizers"]):
         optimizer.load_state_dict(saved)
@@ -74,5 +81,5 @@ def read_train_state(path: Path, model_name: str, model: nn.Module, ema: nn.Modu
     selection = Selection()
     if "selection" in meta:
         s = meta["selection"]
-        selection = Selection(s["nats"], s["step"], s["checks_since"], part("best."))
+        selection = Selection(s["nats"], s["step"], s["checks_since"], unprefixed(tensors, "best."))
     return meta["step"], meta.get("train_seconds", 0.0), selection
