@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,18 @@ def test_a_generated_block_without_its_end_line_fails_before_touching_the_next(t
                       "<!-- generated: genzoo bench table r.jsonl --data mnist -->\n<!-- end generated -->\n")
     with pytest.raises(ValueError, match="README line 1: a generated block without its"):
         regenerate_readme(readme, render_table_command)
+
+
+def test_the_evaluation_cap_counts_per_example_time_not_a_one_off_cost(monkeypatch):
+    """An RBM's AIS log Z is computed once per model and cached: the probe must not bill it to every example."""
+    calls = []
+
+    def likelihood_metrics(model, split, info, draws, limit):
+        calls.append(limit)
+        time.sleep(0.5 if len(calls) == 1 else 0.0)  # the first call pays the one-off cost
+
+    monkeypatch.setattr(runner, "likelihood_metrics", likelihood_metrics)
+    split = type("Split", (), {"__len__": lambda self: 10_000, "split": "test"})()
+    # 0.5 s over 100 examples would be 50 s for the split, past a 10 s cap; per example it is nearly free
+    assert runner.likelihood_limit(None, split, None, None, cap_seconds=10.0) == (None, None)
+    assert calls == [runner.PROBE_EXAMPLES, runner.PROBE_EXAMPLES]

@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "genzoo"
 # what each capability promises: the methods a model declaring it must define
 PROMISES = {"encode": ("encode", "decode"), "decode": ("decode",), "corrupt": ("corrupt",), "complete": ("complete",),
             "fit_after_training": ("fit_after_training",), "extra_likelihood_terms": ("likelihood_terms",),
-            "invert": ("encode", "decode"), "initialize": ("initialize",), "guide": ("sample",), "chain": ("sampling_chain",)}
+            "invert": ("encode", "decode"), "initialize": ("initialize",), "guide": ("sample",), "chain": ("sampling_chain",),
+            "input_gradients": ("sample",)}
 # layers, lowest first: a module may import only from its own layer or a lower one
 LAYERS = [{"data", "nn", "distributions", "checkpoint", "provenance"}, {"models"}, {"evaluate"}, {"train"},
           {"figures"}, {"runs"}, {"bench"}, {"cli"}]

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from genzoo.data.toy2d import get_toy2d, splits
+from genzoo.distributions.grid import grid_centres, grid_points, log_cell_area
 
 ARENA_METRICS = ("sliced_wasserstein", "mmd2", "histogram_kl_nats")
 ARENA_PROJECTIONS = 256
@@ -209,12 +210,10 @@ def density_grid(
     ``contour(xs, ys, log_density)`` expect. log_prob gets points (N, 2) of ``dtype`` (float32, as
     a model expects; float64 for an exact density), in batches of batch_size, without gradients.
     """
-    lo, hi = extent
-    centres = lo + (torch.arange(resolution, dtype=torch.float64) + 0.5) * ((hi - lo) / resolution)
-    ys, xs = torch.meshgrid(centres, centres, indexing="ij")  # (res, res) each; row i is y = centres[i]
-    points = torch.stack([xs.flatten(), ys.flatten()], dim=1).to(dtype)  # (res^2, 2)
+    points = grid_points(extent, resolution).to(dtype)  # (res^2, 2), row by row in y
     with torch.no_grad():
         log_density = torch.cat([log_prob(batch).to(torch.float64) for batch in points.split(batch_size)])
+    centres = grid_centres(extent, resolution)
     return log_density.reshape(resolution, resolution), centres, centres.clone()
 
 
@@ -223,8 +222,7 @@ def grid_mass(log_density_grid: Tensor, extent: tuple[float, float]) -> float:
     rows, columns = log_density_grid.shape
     if rows != columns:
         raise ValueError(f"expected a square grid, got {tuple(log_density_grid.shape)}")
-    log_cell_area = 2 * math.log((extent[1] - extent[0]) / rows)
-    return torch.logsumexp(log_density_grid.to(torch.float64).flatten() + log_cell_area, dim=0).exp().item()
+    return torch.logsumexp(log_density_grid.to(torch.float64).flatten() + log_cell_area(extent, rows), dim=0).exp().item()
 
 
 # --- the arena -----------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ it will see. It answers a few questions, always with per-example values in nats:
                              representation; called through ``generate``, which checks the options.
 - ``log_likelihood(x, y, num_samples, generator)`` -> a ``LogLikelihood`` that says what kind of
                              number it is (``LIKELIHOOD_KINDS``).
+- ``divergence(terms)``    -> why one step's terms (B,) show that training has diverged ('' when they
+                             do not): the trainer stops there and keeps the last good checkpoint.
+- ``training_state()`` / ``load_training_state(tensors)`` -> tensors training needs beyond the
+                             weights (an EBM's replay buffer), saved in the resumable training state
+                             and not with the weights.
 - ``training_warnings(row)`` -> messages about symptoms visible in a row of averaged log terms
                              (a discriminator that wins outright, collapsed samples); the trainer
                              reports one when it persists.
@@ -32,7 +37,10 @@ the figures, evaluation and the trainer (never guessed with ``hasattr``):
                            data-dependent initialisation the trainer runs once, before the first step),
                            "guide" (its samplers take ``guidance``: a class-conditional model that also
                            learned the unconditional one), "chain" (``sampling_chain``: the states of
-                           an iterative sampler from noise to samples, for a figure);
+                           an iterative sampler from noise to samples, for a figure), "input_gradients"
+                           (its sampling and completion differentiate the model with respect to its input,
+                           Langevin dynamics: they turn gradients on themselves, so callers may hold
+                           ``torch.no_grad()``, never ``torch.inference_mode()``);
 - ``samplers``             the ways it generates (``SamplerSpec``: a name and the options of
                            ``SAMPLING_OPTIONS`` it takes), the first being the default;
 - ``estimators``           the names of its likelihood estimators, the first being the default;
@@ -73,7 +81,7 @@ LikelihoodKind = Literal["exact", "lower_bound", "estimate", "numerical", "unava
 SAMPLING_OPTIONS = ("steps", "temperature", "guidance", "eta")  # options a sampler may take (genzoo sample --steps ...)
 TRAINING_MODES = ("gradient", "closed_form")
 CAPABILITIES = ("encode", "decode", "corrupt", "complete", "fit_after_training", "extra_likelihood_terms", "invert",
-                "initialize", "guide", "chain")
+                "initialize", "guide", "chain", "input_gradients")
 
 
 @dataclass(frozen=True)
@@ -305,6 +313,17 @@ class GenerativeModel(nn.Module):
         if name not in self.estimators:
             raise ValueError(f"{self.name} has no estimator {name!r}; its estimators: {', '.join(self.estimators)}")
         return name
+
+    def divergence(self, terms: dict[str, Tensor]) -> str:
+        """Why this step's terms show divergence beyond a non-finite loss ('' when they do not)."""
+        return ""
+
+    def training_state(self) -> dict[str, Tensor]:
+        """Tensors training needs beyond the weights, by name (saved in the training state only)."""
+        return {}
+
+    def load_training_state(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what ``training_state`` returned."""
 
     def training_warnings(self, row: dict[str, float]) -> list[str]:
         """Symptoms in one row of averaged log terms (keys "phase/term", e.g. "discriminator/d_real")."""

@@ -230,6 +230,7 @@ class Trainer:
                         terms = model(xb, yb, phase=phase.name, step=self.step)
                     loss = terms["loss"].float().mean()
                     self.check_finite(loss, terms, phase.name, xb, yb)
+                    self.check_divergence(terms, phase.name)
                     optimizer.zero_grad(set_to_none=True)
                     self.accelerator.backward(loss)
                     if config.grad_clip:
@@ -308,6 +309,14 @@ class Trainer:
         raise TrainingDiverged(
             f"training stopped at step {self.step}: loss term {bad!r} (phase {phase!r}) is "
             f"{terms[bad].float().mean().item()}{where}; {self.saved_sentence()}. Try a lower --lr, --grad-clip 1.0, or fp32 precision.")
+
+    def check_divergence(self, terms: dict[str, torch.Tensor], phase: str) -> None:
+        """Stop, keeping the last good checkpoint, where the model sees divergence in this step's terms
+        (its reason names the remedy)."""
+        reason = self.unwrapped.divergence(terms)
+        if reason:
+            raise TrainingDiverged(f"training stopped at step {self.step} (phase {phase!r}): {reason}; "
+                                   f"{self.saved_sentence()}")
 
     def saved_sentence(self) -> str:
         """What a stopped run keeps, for its error message."""

@@ -1,6 +1,7 @@
 """A run's resumable training state, and the rule that one directory holds one run.
 
-``train_state.safetensors`` holds the raw and EMA weights, every optimizer's and scheduler's
+``train_state.safetensors`` holds the raw and EMA weights, the model's training state beyond its
+weights (``training_state``: an EBM's replay buffer), every optimizer's and scheduler's
 state, the best held-out weights when selecting, and the step and training time (JSON metadata),
 so that stopping and resuming gives the same weights as an uninterrupted run.
 """
@@ -46,6 +47,7 @@ def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
 def write_train_state(path: Path, model_name: str, model: nn.Module, ema: nn.Module | None, optimizers: list,
                       schedulers: list, best: Selection, step: int, world: int, train_seconds: float) -> None:
     tensors = prefixed(model.state_dict(), "model.")
+    tensors.update(prefixed(model.training_state(), "training."))
     if ema is not None:
         tensors.update(prefixed(ema.state_dict(), "ema."))
     skeleton = checkpoint.flatten_state({"optimizers": [o.state_dict() for o in optimizers],
@@ -65,6 +67,12 @@ def read_train_state(path: Path, model_name: str, model: nn.Module, ema: nn.Modu
         raise checkpoint.CheckpointError(f"{path} belongs to model {meta.get('model')!r}, not {model_name!r}")
 
     checkpoint.load_state_dict_checked(model, unprefixed(tensors, "model."), path, f"model {model_name!r}")
+    expected, saved = model.training_state(), unprefixed(tensors, "training.")
+    if set(saved) != set(expected) or any(saved[k].shape != v.shape for k, v in expected.items()):
+        raise checkpoint.CheckpointError(f"{path} holds training state {sorted(saved)} that does not fit this "
+                                         f"model's {sorted(expected)} (was it trained with other options?): "
+                                         "resume with the options it was trained with, or start a new --out")
+    model.load_training_state(saved)
     if ema is not None:
         checkpoint.load_state_dict_checked(ema, unprefixed(tensors, "ema."), path, "the EMA weights")
     state = checkpoint.unflatten_state(meta["state"], tensors)

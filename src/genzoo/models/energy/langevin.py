@@ -1,0 +1,138 @@
+"""Langevin sampling from an energy-based model p(x) = exp(-E(x)) / Z, as pure functions of the energy.
+
+- G. Roberts and R. Tweedie, "Exponential convergence of Langevin distributions and their discrete
+  approximations", Bernoulli 2(4), 1996: the unadjusted Langevin algorithm (ULA) and its bias.
+- M. Welling and Y. W. Teh, "Bayesian learning via stochastic gradient Langevin dynamics", ICML 2011.
+- Y. Du and I. Mordatch, "Implicit generation and generalization in energy-based models", NeurIPS 2019,
+  arXiv:1903.08689: short-run chains with a clipped gradient and a small noise, the usual EBM sampler.
+
+ULA with step size h and noise scale sigma (the noise of step k is xi_k ~ N(0, I)):
+
+    x_{k+1} = x_k - h dE/dx(x_k) + sigma xi_k.                                                                (1)
+
+With sigma = sqrt(2 h) (the default) it is the Euler-Maruyama step of the Langevin diffusion dx = -dE/dx dt +
+sqrt(2) dW, whose stationary law is exp(-E). Any other sigma is ULA on E / T at the temperature
+
+    T = sigma^2 / (2 h),                                                                                      (2)
+
+so a smaller sigma samples the colder exp(-E / T): Du & Mordatch's h = 10, sigma = 0.005 is T = 1.25e-6, nearly
+gradient descent with a little noise. Without a Metropolis correction (MALA) the chain is biased for every h > 0.
+On a Gaussian energy E(x) = 1/2 (x - m)^T P (x - m) the bias is exact in closed form: the chain's mean converges to
+m and its covariance to the solution of Sigma = (I - h P) Sigma (I - h P)^T + sigma^2 I, which for symmetric P is
+
+    Sigma_h = sigma^2 (2 h P - h^2 P^2)^{-1} = T P^{-1} (I - h P / 2)^{-1} = T (P^{-1} + h I / 2 + O(h^2)),   (3)
+
+finite only while h < 2 / lambda_max(P) (``langevin_stationary_covariance``): the bias to T P^{-1} is h T / 2 in
+every direction to first order, whatever P.
+
+An energy maps a batch (B, *shape) to per-example energies (B,) and must treat examples independently (no batch
+norm in training mode): the gradient of E.sum() is then each example's own dE/dx. All noise comes from the
+``generator`` passed in (``genzoo.distributions.numerics.draw``; None means the global RNG, the caller's choice).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from genzoo.distributions.numerics import draw
+
+Energy = Callable[[Tensor], Tensor]  # inputs (B, *shape) -> energies (B,)
+
+
+def per_example_energy(energy: Energy, x: Tensor) -> Tensor:
+    """E(x): (B,) for x (B, *shape), or a ValueError naming the shape the energy returned.
+
+    The check catches an energy that reduces over the batch: a mean over B examples divides every gradient by B,
+    and a Langevin chain on it silently runs at step h / B.
+    """
+    e = energy(x)
+    if e.shape != x.shape[:1]:
+        raise ValueError(f"an energy must map x {tuple(x.shape)} to per-example energies ({x.shape[0]},): "
+                         f"got {tuple(e.shape)}")
+    return e
+
+
+def energy_and_gradient(energy: Energy, x: Tensor) -> tuple[Tensor, Tensor]:
+    """E(x) (B,), detached, and dE/dx (B, *shape), for x (B, *shape); x itself is not modified.
+
+    Gradients are enabled inside (it works under the caller's ``torch.no_grad()``) and taken with respect to a
+    leaf copy of x only, so the energy network's parameters accumulate no ``.grad``.
+    """
+    with torch.enable_grad():
+        x_leaf = x.detach().requires_grad_(True)  # shares x's storage; a leaf, so the energy cannot write to it
+        e = per_example_energy(energy, x_leaf)  # (B,)
+        (grad,) = torch.autograd.grad(e.sum(), x_leaf)  # (B, *shape): examples are independent
+    return e.detach(), grad
+
+
+def langevin(energy: Energy, x: Tensor, steps: int, step_size: float, noise_std: float | None = None, *,
+             grad_clip: float | None = None, bounds: tuple[float, float] | None = None,
+             observed: Tensor | None = None, generator: torch.Generator | None = None,
+             final_noise: bool = True) -> Tensor:
+    """``steps`` iterations of (1) from x (B, *shape); returns the final x (B, *shape), detached.
+
+    - ``noise_std``: sigma of (1); None is sqrt(2 step_size), ULA targeting exp(-E). A smaller one samples the
+      colder exp(-E / T) with T = noise_std^2 / (2 step_size) (2), as Du & Mordatch do (step 10, noise 0.005).
+    - ``grad_clip``: each element of dE/dx clamped to [-grad_clip, grad_clip] (Du & Mordatch), so no step moves
+      an element by more than step_size * grad_clip plus its noise.
+    - ``bounds``: (lo, hi), x clamped to it after each step (images live in [0, 1]).
+    - ``observed``: a bool mask broadcastable to x, True where an entry is kept: after each step those entries
+      are put back to their values in the input x (clamped Langevin: the others sample p(x_free | x_observed),
+      inpainting). The kept entries of the result equal the input's exactly.
+    - ``final_noise=False`` leaves the noise out of the last step: the chain ends on a gradient step, samples
+      without the last step's pixel noise.
+
+    ``steps = 0`` returns a copy of x. ``noise_std = 0`` is gradient descent and draws no noise.
+    """
+    if steps < 0:
+        raise ValueError(f"langevin: steps must be >= 0, got {steps}")
+    if step_size <= 0:
+        raise ValueError(f"langevin: step_size must be > 0, got {step_size}")
+    if noise_std is None:
+        noise_std = math.sqrt(2 * step_size)  # ULA: the Langevin diffusion's stationary law is exp(-E)
+    if noise_std < 0:
+        raise ValueError(f"langevin: noise_std must be >= 0, got {noise_std}")
+    if grad_clip is not None and grad_clip <= 0:
+        raise ValueError(f"langevin: grad_clip must be > 0, got {grad_clip}")
+    if bounds is not None and not bounds[0] < bounds[1]:
+        raise ValueError(f"langevin: bounds must be (lo, hi) with lo < hi, got {bounds}")
+    start = x.detach()  # (B, *shape): the observed entries' values
+    x = start.clone()
+    for k in range(steps):
+        _, grad = energy_and_gradient(energy, x)  # (B, *shape)
+        if grad_clip is not None:
+            grad = grad.clamp(-grad_clip, grad_clip)
+        x = x - step_size * grad
+        if noise_std > 0 and (final_noise or k < steps - 1):
+            x = x + noise_std * draw(torch.randn, x.shape, generator, x.device, x.dtype)
+        if bounds is not None:
+            x = x.clamp(*bounds)
+        if observed is not None:
+            x = torch.where(observed, start, x)  # after the clamp: kept entries stay exact even out of bounds
+    return x
+
+
+def langevin_stationary_covariance(precision: Tensor, step_size: float, noise_std: float | None = None) -> Tensor:
+    """Sigma_h of (3): the exact stationary covariance (D, D) of ``langevin`` on E(x) = 1/2 (x - m)^T P (x - m).
+
+    ``precision`` is P (D, D), symmetric positive definite; ``noise_std`` None is sqrt(2 step_size), as in
+    ``langevin``. The stationary mean is m exactly; Sigma_h - P^{-1} is ULA's bias at that step size (about
+    step_size / 2 in every direction at small steps). Raises ValueError when step_size >= 2 / lambda_max(P): the
+    chain then diverges and has no stationary law.
+    """
+    if step_size <= 0:
+        raise ValueError(f"langevin_stationary_covariance: step_size must be > 0, got {step_size}")
+    variance = 2 * step_size if noise_std is None else noise_std**2  # sigma^2
+    lam, vectors = torch.linalg.eigh(precision)  # (D,), (D, D): P = V diag(lam) V^T
+    if lam.min() <= 0:
+        raise ValueError(f"langevin_stationary_covariance: the precision must be positive definite: its smallest "
+                         f"eigenvalue is {lam.min().item():.3g}")
+    if step_size * lam.max() >= 2:
+        raise ValueError(f"langevin_stationary_covariance: step_size {step_size} >= 2 / lambda_max(P) = "
+                         f"{2 / lam.max().item():.3g}: the chain diverges")
+    # (3) in P's eigenbasis: each direction is an AR(1) chain z' = (1 - h lam) z + sigma xi
+    return vectors @ torch.diag(variance / (2 * step_size * lam - step_size**2 * lam**2)) @ vectors.T

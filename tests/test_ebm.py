@@ -1,0 +1,144 @@
+"""The deep EBM as a model: its replay buffer resumes bit for bit, divergence stops training with the last
+good checkpoint kept, its 2-D density integrates to 1, and Langevin sampling and completion work where the
+caller holds no_grad. The Langevin and score-matching mathematics: tests/test_langevin.py and
+tests/test_score_matching.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genzoo import checkpoint
+from genzoo.data.core import DataInfo
+from genzoo.data.toy2d import get_toy2d
+from genzoo.distributions.grid import grid_points, log_cell_area
+from genzoo.models.registry import build_model, load_run
+from genzoo.train import TrainingDiverged, train
+
+DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
+MOONS = DataInfo("two-moons", (2,), 0, "continuous", 0)
+SMALL = {"channels": 4, "hidden_dim": 16, "num_hidden_layers": 2, "langevin_steps": 3, "buffer_size": 64}
+QUICK = {"batch_size": 16, "log_every": 1, "checkpoint_every": 2, "seed": 3}
+
+
+def small_ebm(info: DataInfo, **options):
+    torch.manual_seed(0)
+    return build_model("ebm", info, {**SMALL, **options})
+
+
+def train_moons(out, steps: int, resume: bool = False, **options):
+    return train("ebm", out, None if resume else {**SMALL, **options}, resume=resume, data="two-moons",
+                 max_steps=steps, lr=1e-3, **QUICK)
+
+
+def test_a_resumed_run_continues_the_same_replay_buffer_bit_for_bit(tmp_path):
+    whole, _ = train_moons(tmp_path / "whole", 6)
+    train_moons(tmp_path / "halves", 3)
+    halves, _ = train_moons(tmp_path / "halves", 6, resume=True)
+    assert not torch.equal(whole.unwrapped.replay, small_ebm(MOONS).replay)  # the chains moved
+    torch.testing.assert_close(halves.unwrapped.replay, whole.unwrapped.replay, rtol=0, atol=0)
+    for a, b in zip(halves.unwrapped.parameters(), whole.unwrapped.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the buffer is training state: in the resumable state, not in the weights a user loads
+    state, _ = checkpoint.read_tensors(tmp_path / "whole" / checkpoint.TRAIN_STATE_FILE)
+    weights, _ = checkpoint.read_tensors(tmp_path / "whole" / checkpoint.MODEL_FILE)
+    assert state["training.replay"].shape == (64, 2) and not any("replay" in k for k in weights)
+    model, _ = load_run(tmp_path / "whole")
+    assert model.log_likelihood(torch.zeros(3, 2)).kind == "numerical"
+
+
+def test_short_run_chains_need_no_buffer_and_start_from_noise_each_step():
+    model = small_ebm(MOONS, buffer_size=0)
+    assert model.training_state() == {} and model.replay.numel() == 0
+    out = model.loss(torch.randn(5, 2))
+    assert out["loss"].shape == (5,) and torch.isfinite(out["loss"]).all()
+
+
+def test_a_diverging_energy_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    train_moons(out, 4)  # a good run: checkpoints at steps 2 and 4
+    good = checkpoint.read_tensors(out / checkpoint.MODEL_FILE)[0]
+    # resumed with a limit every energy breaks: as a runaway energy would
+    config = checkpoint.read_run_config(out)
+    config["model_config"]["max_energy"] = 1e-12
+    checkpoint.write_json(out / checkpoint.CONFIG_FILE, config)
+    with pytest.raises(TrainingDiverged, match=r"the energy has diverged: the mean \|energy_data\| is .* past "
+                                               r"max_energy=1e-12; train with a lower --lr"):
+        train_moons(out, 8, resume=True)
+    after = checkpoint.read_tensors(out / checkpoint.MODEL_FILE)[0]
+    assert all(torch.equal(good[k], after[k]) for k in good)  # nothing saved from the diverged steps
+
+
+def test_a_runaway_learning_rate_is_caught_as_divergence(tmp_path):
+    with pytest.raises(TrainingDiverged, match="diverged|non-finite|is nan|is inf"):
+        train("ebm", tmp_path / "run", {**SMALL, "energy_penalty": 0.0, "max_energy": 50.0}, data="two-moons",
+              max_steps=400, lr=1.0, **QUICK)
+
+
+def test_the_2d_density_is_normalised_over_the_box():
+    model = small_ebm(MOONS).double()
+    box = get_toy2d("two-moons").extent
+    for resolution in (512, 300):  # its own grid integrates to 1 exactly; a coarser one to the midpoint rule's error
+        points = grid_points(box, resolution)
+        log_p = model.log_likelihood(points).value
+        mass = torch.logsumexp(log_p + log_cell_area(box, resolution), 0).exp().item()
+        assert mass == pytest.approx(1.0, abs=1e-12 if resolution == 512 else 1e-3)
+    assert model.log_likelihood(points[:4]).kind == "numerical"
+
+
+def test_images_have_no_likelihood_and_say_why():
+    model = small_ebm(DIGITS)
+    result = model.log_likelihood(torch.rand(2, 1, 8, 8))
+    assert result.kind == "unavailable" and "sample metrics" in result.reason and model.estimators == ()
+
+
+def test_sampling_and_completion_need_no_gradients_from_the_caller():
+    model = small_ebm(DIGITS)
+    x = torch.rand(4, 1, 8, 8)
+    observed = torch.zeros(8, 8, dtype=torch.bool)
+    observed[:4] = True
+    with torch.no_grad():
+        samples = model.generate(4, generator=torch.Generator().manual_seed(0), steps=5)
+        completed = model.complete(x, observed, generator=torch.Generator().manual_seed(0), steps=5)
+        chain = next(iter(model.sampling_chain(3, 4, torch.Generator().manual_seed(0)).values()))
+    assert samples.shape == (4, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+    assert torch.equal(completed[..., :4, :], x[..., :4, :])  # observed rows kept exactly
+    assert not torch.equal(completed[..., 4:, :], x[..., 4:, :])
+    assert chain.shape[:2] == (3, 4)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("objective", ["ssm", "dsm"])
+def test_score_matching_objectives_train_without_sampling(objective):
+    model = small_ebm(MOONS, objective=objective)
+    out = model.loss(torch.randn(6, 2))
+    out["loss"].mean().backward()
+    assert out["loss"].shape == (6,) and out["gradient_rms"].shape == (6,)
+    *trained, constant = list(model.parameters())  # the last layer's bias: E's additive constant
+    assert all(p.grad is not None for p in trained)
+    assert constant.grad is None or constant.grad.abs().max() == 0  # a score is blind to the constant
+
+
+def test_the_langevin_settings_follow_the_data_kind():
+    image, vector = small_ebm(DIGITS), small_ebm(MOONS)
+    assert (image.step_size, image.gradient_clamp) == (10.0, 0.01)
+    assert math.sqrt(2 * image.step_size * image.temperature) == pytest.approx(0.005)  # Du & Mordatch's noise
+    assert vector.temperature == 1.0 and vector.gradient_clamp == 0.0  # exact Langevin on the 2-D arena
+    assert small_ebm(MOONS, langevin_step=0.5).step_size == 0.5
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"objective": "nce"}, "objective='nce' is not one of cd, ssm, dsm"),
+    ({"reinit": 1.5}, r"reinit=1.5 must lie in \[0, 1\]"),
+    ({"langevin_steps": 0}, "langevin_steps=0 must be > 0"),
+])
+def test_bad_options_are_refused_in_one_line(options, message):
+    with pytest.raises(ValueError, match=message):
+        small_ebm(MOONS, **options)
+
+
+def test_binary_data_is_refused():
+    with pytest.raises(ValueError, match="ebm models discrete or continuous data, and binarized_mnist is 2-level"):
+        build_model("ebm", DataInfo("binarized_mnist", (1, 28, 28), 0, "binary", 2))

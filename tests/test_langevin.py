@@ -1,0 +1,278 @@
+"""Langevin sampling, checked against the closed forms of a Gaussian energy E(x) = 1/2 (x - m)^T P (x - m).
+
+- ULA: 20,000 parallel chains reach the target mean and the exact stationary covariance Sigma_h of
+  ``langevin_stationary_covariance`` (within a few standard errors), at a small and a large step size; their
+  covariance is detectably biased away from P^{-1} at the large one and the bias shrinks with the step;
+- Sigma_h solves its defining equation Sigma = (I - h P) Sigma (I - h P)^T + sigma^2 I, scales with the temperature
+  sigma^2 / (2 h) and is P^{-1} + h I / 2 to first order;
+- the update is equation (1) step by step with the generator's noise, final_noise=False drops the last step's
+  noise, noise_std = 0 is gradient descent ((I - h P)^k in closed form), and grad_clip bounds each step's move;
+- clamped Langevin keeps the observed entries exactly and samples the conditional Gaussian in the free ones;
+  bounds hold; the same seed gives the same chain; an energy network's parameters get no .grad and the sampler
+  runs under torch.no_grad();
+- bad arguments fail with one line each.
+
+Monte Carlo checks compare within 4 standard errors under fixed seeds (so they are deterministic); exact
+identities are checked in float64 to ~1e-12.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from genzoo.models.energy.langevin import (
+    energy_and_gradient,
+    langevin,
+    langevin_stationary_covariance,
+)
+
+F64 = torch.float64
+PRECISION = torch.tensor([[2.0, 0.8], [0.8, 1.0]], dtype=F64)  # P: eigenvalues 2.44 and 0.56, correlated
+MEAN = torch.tensor([1.0, -2.0], dtype=F64)  # m
+CHAINS = 20_000
+
+
+def gaussian_energy(x: Tensor) -> Tensor:
+    """E(x) = 1/2 (x - m)^T P (x - m): (B,) for x (B, 2)."""
+    d = x - MEAN  # (B, 2)
+    return 0.5 * ((d @ PRECISION) * d).sum(-1)
+
+
+def gaussian_gradient(x: Tensor) -> Tensor:
+    """dE/dx = P (x - m): (B, 2)."""
+    return (x - MEAN) @ PRECISION
+
+
+def random_precision(d: int, seed: int) -> Tensor:
+    """A random symmetric positive definite (d, d) matrix, eigenvalues in [0.5, 3]."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
+    return q @ torch.diag(0.5 + 2.5 * torch.rand(d, generator=g, dtype=F64)) @ q.T
+
+
+def covariance_standard_errors(cov: Tensor, n: int) -> Tensor:
+    """Standard errors (D, D) of the sample covariance of n Gaussian draws: Var = (S_ii S_jj + S_ij^2) / n."""
+    return ((cov.diag()[:, None] * cov.diag()[None, :] + cov**2) / n).sqrt()
+
+
+def sample_covariance(x: Tensor) -> Tensor:
+    d = x - x.mean(0)
+    return d.T @ d / (len(x) - 1)
+
+
+@functools.cache
+def ula_chains(step_size: float, steps: int) -> Tensor:
+    """CHAINS independent ULA chains on the Gaussian energy from N(0, I): (CHAINS, 2), shared by the tests below."""
+    start = torch.randn(CHAINS, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    return langevin(gaussian_energy, start, steps, step_size, generator=torch.Generator().manual_seed(1))
+
+
+# steps: (1 - h lambda_min)^steps < 1e-6, so the chains have forgotten their start
+STEP_SIZES = [(0.05, 500), (0.3, 100)]
+
+
+# --- ULA and its stationary law --------------------------------------------------------------------------------
+@pytest.mark.parametrize("step_size, steps", STEP_SIZES)
+def test_ula_chains_reach_the_mean_and_the_closed_form_stationary_covariance(step_size, steps):
+    x = ula_chains(step_size, steps)
+    sigma_h = langevin_stationary_covariance(PRECISION, step_size)  # (2, 2)
+    mean_se = (sigma_h.diag() / CHAINS).sqrt()  # (2,)
+    assert ((x.mean(0) - MEAN).abs() < 4 * mean_se).all()  # ULA's mean is exact
+    cov = sample_covariance(x)
+    assert ((cov - sigma_h).abs() < 4 * covariance_standard_errors(sigma_h, CHAINS)).all()
+
+
+def test_ula_bias_to_the_true_covariance_shrinks_with_the_step_size():
+    true = torch.linalg.inv(PRECISION)
+    (small, _), (large, _) = STEP_SIZES
+    bias = {h: sample_covariance(ula_chains(h, steps)) - true for h, steps in STEP_SIZES}  # (2, 2) each
+    # at the large step the chains' covariance is not P^{-1}: the bias (about h/2 = 0.15 on the diagonal) is seen
+    assert (bias[large].abs() / covariance_standard_errors(true, CHAINS)).max() > 10
+    # six times smaller a step, a bias several times smaller (h/2 to first order: 0.025 against 0.15)
+    assert torch.linalg.norm(bias[small]) < torch.linalg.norm(bias[large]) / 3
+
+
+def test_stationary_covariance_solves_its_equation_and_is_p_inverse_plus_h_over_2_to_first_order():
+    precision = random_precision(3, seed=0)
+    identity = torch.eye(3, dtype=F64)
+    for step_size, noise_std in [(0.01, None), (0.3, None), (0.3, 0.1), (0.6, 2.0)]:
+        sigma = langevin_stationary_covariance(precision, step_size, noise_std)
+        variance = 2 * step_size if noise_std is None else noise_std**2
+        a = identity - step_size * precision  # x' - m = A (x - m) + noise: the AR(1) map of ULA
+        torch.testing.assert_close(sigma, a @ sigma @ a.T + variance * identity, rtol=0, atol=1e-12)
+        # another noise is the temperature T = sigma^2 / (2 h): the same covariance times T
+        default = langevin_stationary_covariance(precision, step_size)
+        torch.testing.assert_close(sigma, variance / (2 * step_size) * default, rtol=1e-12, atol=0)
+    # Sigma_h = P^{-1} + h I / 2 + O(h^2): the bias is the same in every direction at small steps
+    h = 1e-4
+    first_order = (langevin_stationary_covariance(precision, h) - torch.linalg.inv(precision)) / h
+    torch.testing.assert_close(first_order, identity / 2, rtol=0, atol=1e-3)
+
+
+def test_stationary_covariance_refuses_a_diverging_step_and_an_indefinite_precision():
+    with pytest.raises(ValueError, match="^langevin_stationary_covariance: step_size must be > 0, got 0.0$"):
+        langevin_stationary_covariance(PRECISION, 0.0)
+    # lambda_max(P) = 2.443, so h = 0.9 is beyond 2 / lambda_max = 0.819
+    with pytest.raises(ValueError, match=re.escape("step_size 0.9 >= 2 / lambda_max(P) = 0.819: the chain diverges")):
+        langevin_stationary_covariance(PRECISION, 0.9)
+    with pytest.raises(ValueError, match="the precision must be positive definite: its smallest eigenvalue is -1"):
+        langevin_stationary_covariance(torch.diag(torch.tensor([1.0, -1.0], dtype=F64)), 0.1)
+
+
+# --- the update, step by step ----------------------------------------------------------------------------------
+def test_langevin_is_the_ula_update_with_the_generators_noise():
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    h = 0.1
+    g = torch.Generator().manual_seed(3)
+    by_hand = x
+    for _ in range(3):  # (1) with sigma = sqrt(2 h), the noise drawn from the generator in order
+        by_hand = by_hand - h * gaussian_gradient(by_hand) + math.sqrt(2 * h) * torch.randn(5, 2, generator=g,
+                                                                                              dtype=F64)
+    out = langevin(gaussian_energy, x, 3, h, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out, by_hand, rtol=0, atol=1e-12)
+    # final_noise=False: the first step's noise, then a gradient step without any
+    g = torch.Generator().manual_seed(3)
+    first = x - h * gaussian_gradient(x) + math.sqrt(2 * h) * torch.randn(5, 2, generator=g, dtype=F64)
+    out = langevin(gaussian_energy, x, 2, h, generator=torch.Generator().manual_seed(3), final_noise=False)
+    torch.testing.assert_close(out, first - h * gaussian_gradient(first), rtol=0, atol=1e-12)
+    # one step without its noise is x - h dE/dx, and draws nothing from the generator
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    out = langevin(gaussian_energy, x, 1, h, generator=g, final_noise=False)
+    torch.testing.assert_close(out, x - h * gaussian_gradient(x), rtol=0, atol=1e-12)
+    assert torch.equal(g.get_state(), state)
+
+
+def test_zero_noise_is_gradient_descent_in_closed_form_and_draws_nothing():
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    h, steps = 0.2, 100
+    state = torch.get_rng_state()
+    out = langevin(gaussian_energy, x, steps, h, noise_std=0.0)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG was not touched
+    # x_k - m = (I - h P)^k (x_0 - m), row by row (I - h P is symmetric)
+    power = torch.linalg.matrix_power(torch.eye(2, dtype=F64) - h * PRECISION, steps)
+    torch.testing.assert_close(out, MEAN + (x - MEAN) @ power, rtol=0, atol=1e-12)
+    assert (out - MEAN).abs().max() < 1e-3 < (x - MEAN).abs().max()  # it did descend to the minimum
+
+
+def test_grad_clip_bounds_each_elements_move():
+    def steep(x: Tensor) -> Tensor:  # E = 50 ||x||^2, dE/dx = 100 x
+        return 50 * x.pow(2).sum(-1)
+
+    x = torch.tensor([[0.001, -0.005], [0.5, -2.0]], dtype=F64)  # gradients 0.1, -0.5 (inside the clip), 50, -200
+    h, clip = 0.01, 1.0
+    move = langevin(steep, x, 1, h, noise_std=0.0, grad_clip=clip) - x
+    torch.testing.assert_close(move, -h * (100 * x).clamp(-clip, clip), rtol=0, atol=1e-15)
+    assert move.abs().max() <= h * clip + 1e-15  # (x - h c) - x is h c up to rounding
+    torch.testing.assert_close(move[1], torch.tensor([-h * clip, h * clip], dtype=F64), rtol=0, atol=1e-15)
+    unclipped = langevin(steep, x, 1, h, noise_std=0.0) - x
+    assert unclipped.abs().max() > 100 * h * clip  # the clip is what held the large gradients back
+
+
+def test_steps_zero_returns_a_copy():
+    x = torch.randn(3, 2, dtype=F64)
+    out = langevin(gaussian_energy, x, 0, 0.1)
+    assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+
+
+# --- clamped Langevin and bounds -------------------------------------------------------------------------------
+def test_observed_entries_are_kept_and_the_free_ones_sample_the_conditional():
+    h, steps, kept = 0.05, 300, 0.5
+    start = torch.randn(CHAINS, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    start[:, 0] = kept
+    observed = torch.tensor([True, False])  # (2,), broadcast over the batch: x_1 kept, x_2 sampled
+    x = langevin(gaussian_energy, start, steps, h, observed=observed, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(x[:, 0], start[:, 0])  # exactly
+    assert (x[:, 1] - start[:, 1]).abs().min() > 0  # every free entry moved
+    # x_2 | x_1 = a is N(m_2 - P_21 (a - m_1) / P_22, 1 / P_22); ULA on its 1-D energy has variance Sigma_h(P_22)
+    conditional_mean = MEAN[1] - PRECISION[1, 0] * (kept - MEAN[0]) / PRECISION[1, 1]
+    conditional_var = langevin_stationary_covariance(PRECISION[1:, 1:], h)[0, 0]
+    assert abs(x[:, 1].mean() - conditional_mean) < 4 * (conditional_var / CHAINS).sqrt()
+    assert abs(x[:, 1].var() - conditional_var) < 4 * conditional_var * math.sqrt(2 / CHAINS)
+    # the unconditional marginal of x_2 (variance 1.2 at m_2 = -2) is far from this one: the check can tell
+    assert abs(x[:, 1].mean() - MEAN[1]) > 10 * (conditional_var / CHAINS).sqrt()
+
+
+def test_bounds_hold_and_observed_entries_stay_exact_even_outside_them():
+    def far(x: Tensor) -> Tensor:  # E = 1/2 ||x - 3||^2: the mass lies above the bounds
+        return 0.5 * (x - 3).pow(2).flatten(1).sum(1)
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(50, 1, 2, 2, generator=g, dtype=F64)  # (B, C, H, W) images in [0, 1]
+    out = langevin(far, x, 20, 0.1, bounds=(0.0, 1.0), generator=g)
+    assert out.min() >= 0 and out.max() == 1  # in the bounds, and the clamp was needed
+    assert langevin(far, x, 20, 0.1, generator=torch.Generator().manual_seed(7)).max() > 1
+    x[:, :, 0, 0] = -5.0  # observed pixels outside the bounds
+    observed = torch.zeros(1, 2, 2, dtype=torch.bool)
+    observed[0, 0, 0] = True  # (C, H, W), broadcast over the batch
+    out = langevin(far, x, 20, 0.1, bounds=(0.0, 1.0), observed=observed, generator=g)
+    assert torch.equal(out[:, :, 0, 0], x[:, :, 0, 0]) and out[:, :, 1:, :].min() >= 0
+
+
+# --- determinism and side effects ------------------------------------------------------------------------------
+def test_same_seed_same_chain_and_the_global_rng_untouched():
+    x = torch.randn(10, 2, dtype=F64)
+    state = torch.get_rng_state()
+
+    def run(seed: int) -> Tensor:
+        return langevin(gaussian_energy, x, 10, 0.1, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_network_parameters_get_no_grad_and_the_sampler_runs_under_no_grad():
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+
+    def energy(x: Tensor) -> Tensor:
+        return network(x).squeeze(-1)  # (B, 1) -> (B,)
+
+    x = torch.randn(8, 2, dtype=F64, requires_grad=True)
+    before = x.detach().clone()
+    out = langevin(energy, x, 5, 0.1, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        quiet = langevin(energy, x, 5, 0.1, generator=torch.Generator().manual_seed(8))
+        e, grad = energy_and_gradient(energy, x)
+    assert torch.equal(out, quiet) and not out.requires_grad
+    assert all(p.grad is None for p in network.parameters())
+    assert torch.equal(x.detach(), before) and x.grad is None  # the input is neither modified nor differentiated
+    # energy_and_gradient against torch.func, example by example
+    torch.testing.assert_close(e, energy(before).detach(), rtol=0, atol=1e-12)
+    by_func = torch.vmap(torch.func.grad(lambda z: network(z).squeeze()))(before)  # (8, 2)
+    torch.testing.assert_close(grad, by_func, rtol=0, atol=1e-12)
+    assert not e.requires_grad and not grad.requires_grad
+
+
+def test_energy_and_gradient_of_the_gaussian():
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(9), dtype=F64)
+    e, grad = energy_and_gradient(gaussian_energy, x)
+    d = x - MEAN
+    torch.testing.assert_close(e, 0.5 * torch.einsum("bi,ij,bj->b", d, PRECISION, d), rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, d @ PRECISION, rtol=0, atol=1e-12)
+
+
+# --- arguments --------------------------------------------------------------------------------------------------
+def test_an_energy_reduced_over_the_batch_is_refused():
+    message = "an energy must map x (4, 2) to per-example energies (4,): got ()"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        langevin(lambda x: gaussian_energy(x).mean(), torch.zeros(4, 2, dtype=F64), 1, 0.1)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"steps": -1, "step_size": 0.1}, "langevin: steps must be >= 0, got -1"),
+    ({"steps": 1, "step_size": 0.0}, "langevin: step_size must be > 0, got 0.0"),
+    ({"steps": 1, "step_size": 0.1, "noise_std": -0.5}, "langevin: noise_std must be >= 0, got -0.5"),
+    ({"steps": 1, "step_size": 0.1, "grad_clip": 0.0}, "langevin: grad_clip must be > 0, got 0.0"),
+    ({"steps": 1, "step_size": 0.1, "bounds": (1.0, 0.0)},
+     "langevin: bounds must be (lo, hi) with lo < hi, got (1.0, 0.0)"),
+])
+def test_bad_arguments_fail_with_one_line(arguments, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        langevin(gaussian_energy, torch.zeros(2, 2, dtype=F64), **arguments)
