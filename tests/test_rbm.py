@@ -165,6 +165,13 @@ def test_the_commands_of_an_rbm_run_on_binarized_mnist(tmp_path, cli, local_data
                          "--json")
     ais = json.loads(out)
     assert ais["likelihood"] == "estimate" and abs(ais["nll_nats"] - exact["nll_nats"]) < 0.5
+    # RAISE beside AIS, on a fixed 1,000 of the 10,000 test images: conservative, so no lower than the exact NLL
+    # of those images (up to its noise at 300 temperatures)
+    code, out, err = cli("eval", run, "--split", "test", "--data-root", root, "--metrics", "nll", "--limit", "1000",
+                         "--json")
+    assert ais["raise_examples"] == 1000 and "fixed random 1,000 of the 10,000 test" in ais["raise_subset"]
+    assert "reverse AIS" in ais["raise_method"] and ais["nll_raise_nats"] > json.loads(out)["nll_nats"] - 0.2
+    assert ais["nll_raise_kind"] == "estimate" and "nll_raise_nats" not in exact
     code, out, err = cli("sample", run, "--n", "16", "--sampler", "gibbs", "--steps", "20", "--out",
                          tmp_path / "samples.png")
     assert code == 0 and (tmp_path / "samples.png").exists()

@@ -74,6 +74,12 @@ def metrics_record(evaluation: dict) -> dict:
         for key, value in evaluation.items():  # a bound beside the likelihood (the negative ELBO)
             if key.startswith("neg_") and key.endswith("_nats") and value is not None:
                 out[key] = {"value": value, "kind": "lower_bound"}
+            elif key.startswith("nll_") and key.endswith("_nats") and key != "nll_nats" and value is not None:
+                name = key[4:-5]  # an estimator beside the first (RAISE beside AIS), maybe on a subset
+                out[key] = {"value": value, "kind": evaluation[f"nll_{name}_kind"],
+                            "examples": evaluation[f"{name}_examples"]}
+                if evaluation.get(f"nll_{name}_std_err") is not None:
+                    out[key]["std_err"] = evaluation[f"nll_{name}_std_err"]
     for key in SAMPLE_METRICS:
         if evaluation.get(key) is not None:
             out[key] = {"value": evaluation[key], "kind": "sample"}

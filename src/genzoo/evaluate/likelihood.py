@@ -119,10 +119,27 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, dra
     for name, total in term_totals.items():
         neg = -total / len(x) + offset
         metrics.update({f"neg_{name}_nats": neg, f"neg_{name}_bits_per_dim": bits_per_dim(neg, seen_info)})
+    if estimator in model.eval_defaults.companions:
+        metrics.update(companion_metrics(model, split, info, estimator, draws, batch_size, seed, limit, progress))
     if seen_info.name in TOY2D:
         kl, kl_std_err = kl_divergence(TOY2D[seen_info.name].log_prob(x.double()), log_p)
         metrics.update(kl_nats=kl, kl_std_err=kl_std_err)
     return metrics
+
+
+def companion_metrics(model: GenerativeModel, split: Split, info: DataInfo, estimator: str, draws: int,
+                      batch_size: int, seed: int, limit: int | None, progress: bool) -> dict:
+    """The estimator the model reports beside ``estimator`` (RAISE beside AIS), as ``nll_{name}_nats`` with its
+    method, on a fixed random subset of at most its cap of the examples evaluated (said in ``{name}_subset``)."""
+    name, cap = model.eval_defaults.companions[estimator]
+    n = min(len(split), limit or len(split))
+    beside = likelihood_metrics(model, split, info, draws, batch_size, seed, min(n, cap), progress, name,
+                                extra_terms=False)
+    subset = (f"a fixed random {cap:,} of the {n:,} {split.split} examples (seed 0): the whole split would take "
+              "too long" if n > cap else None)
+    return {f"nll_{name}_nats": beside["nll_nats"], f"nll_{name}_std_err": beside["nll_std_err"],
+            f"nll_{name}_kind": beside["likelihood"], f"{name}_method": beside["likelihood_method"], f"{name}_examples": beside["num_examples"],
+            f"{name}_subset": subset}
 
 
 def format_metrics(metrics: dict) -> str:
@@ -146,6 +163,12 @@ def format_metrics(metrics: dict) -> str:
             error = f" ± {metrics['nll_std_err']:.2g}" if metrics.get("nll_std_err") else ""
             lines.append(f"{'NLL':<18} {metrics['nll_nats']:9.2f}{error} nats  {metrics['bits_per_dim']:.4f} bits/dim  "
                          f"({kind}: {metrics['estimator']}{draws})")
+            for key, value in metrics.items():  # an estimator reported beside the first (RAISE beside AIS)
+                if key.startswith("nll_") and key.endswith("_nats") and key != "nll_nats" and value is not None:
+                    name = key[4:-5]
+                    error = f" ± {metrics[f'nll_{name}_std_err']:.2g}" if metrics.get(f"nll_{name}_std_err") else ""
+                    lines.append(f"{'NLL (' + name + ')':<18} {value:9.2f}{error} nats  "
+                                 f"({metrics[f'{name}_examples']:,} examples)")
             if metrics.get("kl_nats") is not None:
                 lines.append(f"{'KL(data || model)':<18} {metrics['kl_nats']:9.4f} ± {metrics['kl_std_err']:.4f} nats")
     if metrics.get("active_units") is not None:

@@ -115,6 +115,9 @@ class EvalDefaults:
     sampler: str | None = None  # sampler of the sample metrics (None: the model's first)
     steps: int | None = None  # its steps, where it takes them
     samples: int | None = None  # samples of the sample metrics (None: as many as the split has examples)
+    # estimator -> (an estimator reported beside it as nll_{name}_nats, at most this many examples): RAISE's
+    # conservative side beside AIS's optimistic one
+    companions: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass

@@ -73,7 +73,8 @@ class RBM(GenerativeModel):
     value_types = ("binary",)
     capabilities = frozenset({"chain", "complete", "fit_after_training", "initialize"})
     samplers = (SamplerSpec("gibbs", ("steps",), "block Gibbs from Bernoulli(1/2) noise"),)
-    eval_defaults = EvalDefaults(steps=SAMPLING_STEPS, samples=1000)
+    # RAISE, the conservative side, beside AIS on a fixed 1,000 examples: one chain of 14,500 temperatures each
+    eval_defaults = EvalDefaults(steps=SAMPLING_STEPS, samples=1000, companions={"ais": ("raise", 1000)})
     # One epoch of H = 20 on binarized MNIST, test NLL: CD-1 at Adam 1e-2 169.0 nats, PCD-1 at 3e-3 175.0, at 1e-2 194.6
     training_defaults: ClassVar[dict] = {"lr": 1e-2, "batch_size": 100}
 
