@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from genzoo.data.toy2d import TOY2D
+
+ARENA = tuple(TOY2D)  # the four 2-D datasets, which one arena recipe fits
 RECIPE_SETS = ("short", "full")  # the recipe sets of `genzoo bench --recipe-set`
 
 

@@ -4,10 +4,8 @@ The MNIST subset of the sample-quality table has 9,000 training images: an epoch
 (the GANs' default) is 140 steps. The 2-D arena has 50,000 points: an epoch of batch 64 is 781 steps.
 """
 
-from genzoo.data.toy2d import TOY2D
-from genzoo.models.recipes import Recipe
+from genzoo.models.recipes import ARENA, Recipe
 
-ARENA = tuple(TOY2D)  # the four 2-D datasets
 SAMPLES = "fd,kid,pr,score"
 EPOCHS_10 = 10 * 140
 DCGAN = "DCGAN, 28x28, bf16"

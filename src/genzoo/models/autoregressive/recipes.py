@@ -4,11 +4,9 @@ Statically binarized MNIST has 50,000 training images: an epoch is 500 steps of 
 of batch 64, 2,500 of batch 20. The 2-D arena has 50,000 points: 390 steps of batch 128.
 """
 
-from genzoo.data.toy2d import TOY2D
-from genzoo.models.recipes import Recipe, Reference
+from genzoo.models.recipes import ARENA, Recipe, Reference
 
 BINARIZED = ("binarized_mnist",)
-ARENA = tuple(TOY2D)  # the four 2-D datasets
 CONVERGED = "converged: hundreds of GPU epochs"
 CONV_SHORT = ("--batch-size", "64", "--precision", "bf16", "--lr-schedule", "cosine")  # the conv and recurrent models
 

@@ -12,10 +12,8 @@ Dhariwal): L_simple trains the mean (the samples), L_vlb the variance (the bound
 both the sample-metric rows and the bits/dim row.
 """
 
-from genzoo.data.toy2d import TOY2D
-from genzoo.models.recipes import Recipe
+from genzoo.models.recipes import ARENA, Recipe
 
-ARENA = tuple(TOY2D)
 UNET_SMALL = ("--blocks", "1", "--set", "attention_resolutions=0")
 IMAGE_SHORT = ("--batch-size", "64", "--lr", "5e-4", "--lr-schedule", "cosine", "--warmup-steps", "100")
 HYBRID = ("--set", "loss=hybrid", "--set", "variance=learned")

@@ -6,10 +6,8 @@ split): an epoch is 140 steps of batch 64. Binarized MNIST has 50,000: 781 steps
 full 60k training set for GPU-days; the recipes here are CPU budgets of under an hour, one thread.
 """
 
-from genzoo.data.toy2d import TOY2D
-from genzoo.models.recipes import Recipe, Reference
+from genzoo.models.recipes import ARENA, Recipe, Reference
 
-ARENA = tuple(TOY2D)  # the four 2-D datasets
 MNIST = ("mnist",)
 BINARIZED = ("binarized_mnist",)
 IMAGE_SHORT = ("--batch-size", "64", "--lr-schedule", "cosine", "--warmup-steps", "200", "--grad-clip", "100")

@@ -6,11 +6,9 @@ the sample-quality table (9,000 training images): an epoch of batch 128 is 70 st
 arena (50,000 points): an epoch of batch 128 is 390 steps.
 """
 
-from genzoo.data.toy2d import TOY2D
-from genzoo.models.recipes import Recipe, Reference
+from genzoo.models.recipes import ARENA, Recipe, Reference
 
 BINARIZED = ("binarized_mnist",)
-ARENA = tuple(TOY2D)  # the four 2-D datasets
 PYTHAE = "pythae's reproductions, Chadebec et al. 2022"
 THOUSANDS = "trained for thousands of GPU epochs"
 MLP_512 = "MLP 784-512-512-(2x32), ReLU, Bernoulli"

@@ -7,10 +7,8 @@ for the test split (the subset has no other held-out images; the README says so)
 1e-4 for ``mfa-mnist``, and of 3e-5 and 1e-4 for ``gmm-mnist-full``.
 """
 
-from genzoo.data.toy2d import TOY2D
-from genzoo.models.recipes import Recipe, Reference
+from genzoo.models.recipes import ARENA, Recipe, Reference
 
-ARENA = tuple(TOY2D)
 MOB_REFERENCE = "Larochelle & Murray 2011 (NADE), Table 2 (and MADE's Table 2): MoB on binarized MNIST, test NLL"
 
 RECIPES = [
