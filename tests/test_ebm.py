@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from genzoo import checkpoint
+from genzoo.cli import main as genzoo
 from genzoo.data.core import DataInfo
 from genzoo.data.toy2d import get_toy2d
 from genzoo.distributions.grid import grid_points, log_cell_area
 from genzoo.models.registry import build_model, load_run
 from genzoo.train import TrainingDiverged, train
+from genzoo.train.config import train_config
 
 DIGITS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
 MOONS = DataInfo("two-moons", (2,), 0, "continuous", 0)
@@ -142,3 +144,13 @@ def test_bad_options_are_refused_in_one_line(options, message):
 def test_binary_data_is_refused():
     with pytest.raises(ValueError, match="ebm models discrete or continuous data, and binarized_mnist is 2-level"):
         build_model("ebm", DataInfo("binarized_mnist", (1, 28, 28), 0, "binary", 2))
+
+
+def test_training_defaults_follow_the_data_kind(capsys):
+    assert (train_config("ebm", data="mnist").lr, train_config("ebm", data="mnist").batch_size) == (2e-4, 64)
+    assert (train_config("ebm", data="checkerboard").lr, train_config("ebm", data="checkerboard").batch_size) == (1e-3, 128)
+    assert train_config("ebm", data="checkerboard", lr=0.5).lr == 0.5  # the user's value wins
+    with pytest.raises(SystemExit):
+        genzoo(["train", "ebm", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "image data 0.0002; vector data 0.001" in shown and "(default: images 40, vectors 20)" in shown

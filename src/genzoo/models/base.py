@@ -21,7 +21,8 @@ it will see. It answers a few questions, always with per-example values in nats:
                              (a discriminator that wins outright, collapsed samples); the trainer
                              reports one when it persists.
 - ``training_defaults``   -> ``TrainConfig`` values this model trains best with (a GAN's Adam
-                             betas and learning rate) where the user gives none.
+                             betas and learning rate) where the user gives none; a value may
+                             depend on the data's kind: {"image": ..., "vector": ...}.
 
 What a model can do beyond that is declared once, as class attributes, and read by the CLI,
 the figures, evaluation and the trainer (never guessed with ``hasattr``):

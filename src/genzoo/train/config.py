@@ -65,6 +65,11 @@ class TrainConfig:
 
 def train_config(model_name: str, **options) -> TrainConfig:
     """``TrainConfig`` from the given options, the model's ``training_defaults`` filling the rest
-    (a GAN's Adam betas (0.5, 0.999), say), then the generic defaults."""
-    return TrainConfig(**{**model_class(model_name).training_defaults, **options})
+    (a GAN's Adam betas (0.5, 0.999), say; a value given per data kind, {"image": ..., "vector": ...},
+    is taken for the kind of the chosen data), then the generic defaults."""
+    spec = DATASETS.get(options.get("data", TrainConfig.data))
+    kind = spec.info.kind if spec is not None else "image"  # an unknown dataset fails in validation, by name
+    defaults = {name: value[kind] if isinstance(value, dict) else value
+                for name, value in model_class(model_name).training_defaults.items()}
+    return TrainConfig(**{**defaults, **options})
 

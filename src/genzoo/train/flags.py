@@ -78,6 +78,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, defaul
     for f in dataclasses.fields(cls):
         default = (defaults or {}).get(f.name, f.default)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if isinstance(default, dict):  # a model's default by the data's kind
+            shown = "; ".join(f"{kind} data {value:g}" for kind, value in default.items())
         base, _ = _base_type(hints[f.name])
         help_text = f"{comments[f.name]} " if f.name in comments else ""
         if cls is TrainConfig and f.name == "epochs" and default is None:  # None: the dataset's, so name them
