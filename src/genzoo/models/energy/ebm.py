@@ -66,7 +66,7 @@ GRID_RESOLUTION = 512  # cells per side of the grid that normalises a 2-D densit
 @dataclass
 class EBMConfig(ModelConfig):
     objective: str = "cd"  # cd (Langevin negatives) | ssm (sliced score matching) | dsm (denoising score matching)
-    channels: int = 32  # width of the convolutional energy (images)
+    channels: int = 16  # width of the convolutional energy (images): 16, 32 and 64 channels
     hidden_dim: int = 128  # width of the MLP energy (vectors)
     num_hidden_layers: int = 3  # its layers
     # Langevin dynamics (training negatives of cd, and sampling). None: by the data's kind
