@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
+from genzoo import checkpoint
 from genzoo.data.core import DataInfo
 from genzoo.models.registry import build_model
+from genzoo.train import train
 
 TINY = DataInfo("binary8", (1, 2, 4), 0, "binary", 2)  # D = 8: 256 visible states
 LEVELS = DataInfo("digits", (1, 8, 8), 10, "discrete", 17)
@@ -178,3 +180,17 @@ def test_the_commands_of_an_rbm_run_on_binarized_mnist(tmp_path, cli, local_data
     code, out, err = cli("inpaint", run, "--image-index", "0", "--mask", "bottom-half", "--n", "4", "--data-root", root,
                          "--out", tmp_path / "inpaint.png")
     assert code == 0 and (tmp_path / "inpaint.png").exists()
+
+
+def test_persistent_chains_are_training_state_and_resume_bit_for_bit(tmp_path, local_data):
+    root = str(local_data("binarized_mnist").parent)
+    options = {"data": "binarized_mnist", "data_root": root, "batch_size": 20, "checkpoint_every": 2, "seed": 1}
+    config = {"hidden_dim": 8, "training": "pcd", "chains": 10}
+    whole, _ = train("rbm", tmp_path / "whole", config, max_steps=4, **options)
+    train("rbm", tmp_path / "halves", config, max_steps=2, **options)
+    halves, _ = train("rbm", tmp_path / "halves", resume=True, max_steps=4, **options)
+    torch.testing.assert_close(halves.unwrapped.chains, whole.unwrapped.chains, rtol=0, atol=0)
+    torch.testing.assert_close(halves.unwrapped.weight, whole.unwrapped.weight, rtol=0, atol=0)
+    state, _ = checkpoint.read_tensors(tmp_path / "whole" / checkpoint.TRAIN_STATE_FILE)
+    weights, _ = checkpoint.read_tensors(tmp_path / "whole" / checkpoint.MODEL_FILE)
+    assert state["training.chains"].shape == (10, 784) and "chains" not in weights

@@ -7,8 +7,8 @@ Visible units v in {0, 1}^D, hidden units h in {0, 1}^H, energy E(v, h) = -b.v -
 The log-likelihood gradient is -dF(v)/dtheta + E_p[dF/dtheta]: the data's term and the model's.
 Contrastive divergence (Hinton 2002) takes the model's expectation at k block-Gibbs steps from the
 data (``training=cd``, the default); persistent CD (Tieleman 2008, ``training=pcd``) keeps ``chains`` Markov chains
-running across updates, in a buffer saved with the weights, so a resumed run continues the same
-chains. ``loss`` is F(v_data) - mean F(v_chains), whose gradient is that estimate.
+running across updates, in a buffer saved in the training state (not with the weights), so a resumed
+run continues the same chains. ``loss`` is F(v_data) - mean F(v_chains), whose gradient is that estimate.
 
 The likelihood (``genzoo.models.energy.partition``): ``exact`` enumerates the 2^H hidden states (H <= 25),
 ``ais`` estimates log Z by annealed importance sampling (Salakhutdinov & Murray 2008; optimistic in
@@ -84,7 +84,8 @@ class RBM(GenerativeModel):
         self.weight = nn.Parameter(torch.randn(h, d) * 0.01)  # Hinton's practical guide: N(0, 0.01^2)
         self.visible_bias = nn.Parameter(torch.zeros(d))
         self.hidden_bias = nn.Parameter(torch.zeros(h))
-        self.register_buffer("chains", torch.bernoulli(torch.full((config.chains, d), 0.5)))  # (chains, D)
+        # (chains, D): training state, saved with the optimizer, not with the weights
+        self.register_buffer("chains", torch.bernoulli(torch.full((config.chains, d), 0.5)), persistent=False)
         self.register_buffer("base_bias", torch.zeros(d))  # AIS's base-rate model: logit of the data's pixel means
         self._log_z_cache: tuple[tuple, tuple[float, float]] | None = None
 
@@ -128,6 +129,13 @@ class RBM(GenerativeModel):
         model_f = free_energy(negative, self.weight, self.visible_bias, self.hidden_bias)  # (chains,)
         return {"loss": data_f - model_f.mean(), "free_energy_data": data_f.detach(),
                 "free_energy_model": model_f.detach().mean().expand(len(x))}
+
+    def training_state(self) -> dict[str, Tensor]:
+        return {"chains": self.chains} if self.config.training == "pcd" else {}
+
+    def load_training_state(self, tensors: dict[str, Tensor]) -> None:
+        if self.config.training == "pcd":
+            self.chains.copy_(tensors["chains"])
 
     @torch.no_grad()
     def initialize(self, x: Tensor, y: Tensor | None = None) -> None:
