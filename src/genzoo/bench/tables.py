@@ -213,9 +213,28 @@ def default_view(rows: list[dict]) -> str:
     return "arena" if rows and vector else "overview"
 
 
+def companion_columns(rows: list[dict]) -> list[Column]:
+    """A column per estimator some record reports beside its NLL (``nll_raise_nats``: RAISE beside AIS),
+    its value followed by the examples it was computed on."""
+    keys = sorted({k for r in rows for k in r.get("metrics", {}) if k.startswith("nll_") and k.endswith("_nats")
+                   and k != "nll_nats"})
+
+    def cell(key: str) -> Callable[[dict], str]:
+        value = value_cell(key, 2)
+        return lambda record: value(record) + (f" ({metric(record, key)['examples']:,} images)"
+                                               if metric(record, key) and metric(record, key).get("examples") else "")
+
+    return [Column(f"{key[4:-5].upper()} NLL (nats)", cell(key), True) for key in keys]
+
+
 def markdown(rows: list[dict], view: str, sort: str | None = None) -> str:
-    """The view's columns, and a "notes" column when a record has notes."""
-    columns = COLUMNS[view] + ([Column("notes", text("notes", ""))] if any(r.get("notes") for r in rows) else [])
+    """The view's columns (an estimator beside the NLL right after it), and a "notes" column when a record
+    has notes."""
+    columns = list(COLUMNS[view])
+    if NLL in columns:
+        at = columns.index(NLL) + 1
+        columns[at:at] = companion_columns(rows)
+    columns += [Column("notes", text("notes", ""))] if any(r.get("notes") for r in rows) else []
     lines = ["| " + " | ".join(c.header for c in columns) + " |",
              "|" + "|".join("---:" if c.numeric else "---" for c in columns) + "|"]
     for record in rows:
