@@ -126,6 +126,7 @@ class Trainer:
         else:
             model = model.to(memory_format=self.memory_format)  # channels_last: 6x faster 3x3 convs on this CPU
             self.model, *self.optimizers = self.accelerator.prepare(model, *self.optimizers)
+        self.unwrapped: GenerativeModel = self.accelerator.unwrap_model(self.model)  # once: ~0.5 ms a call, every step
         self.ema = ema_model(self.unwrapped, config.ema_decay, config.ema_warmup) if config.ema_decay else None
         self.data = self.train_split.images.to(self.accelerator.device)
         self.labels = None if self.train_split.labels is None else self.train_split.labels.to(self.accelerator.device)
@@ -160,10 +161,6 @@ class Trainer:
         if self.world > 1:
             for tensor in model.state_dict().values():
                 broadcast(tensor, from_process=0)
-
-    @property
-    def unwrapped(self) -> GenerativeModel:
-        return self.accelerator.unwrap_model(self.model)
 
     @property
     def final_model(self) -> GenerativeModel:
