@@ -299,14 +299,16 @@ def test_the_evaluation_cap_counts_per_example_time_not_a_one_off_cost(monkeypat
 
 def test_an_estimator_beside_the_first_keeps_its_own_kind_and_example_count():
     evaluation = {"likelihood": "estimate", "nll_nats": 89.2, "nll_std_err": None, "nll_raise_nats": 91.0,
-                  "nll_raise_std_err": 0.1, "nll_raise_kind": "estimate", "raise_examples": 1000}
+                  "nll_raise_std_err": 0.1, "nll_raise_kind": "estimate", "raise_examples": 1000,
+                  "raise_paired_nll_nats": 89.5}
     record = metrics_record(evaluation)
-    assert record["nll_raise_nats"] == {"value": 91.0, "kind": "estimate", "examples": 1000, "std_err": 0.1}
+    assert record["nll_raise_nats"] == {"value": 91.0, "kind": "estimate", "examples": 1000, "std_err": 0.1,
+                                        "paired": 89.5}
     assert record["nll_nats"]["kind"] == "estimate"
     rbm = {**kinds_records()[2], "model": "rbm", "metrics": record}
     table = render([*kinds_records()[:2], rbm], view="likelihood").splitlines()
     header = table[0].split(" | ")
     assert header[header.index("NLL (nats)") + 1] == "RAISE NLL (nats)"  # right beside the NLL
     cells = {row.split(" | ")[0]: row.split(" | ")[header.index("RAISE NLL (nats)")] for row in table[2:5]}
-    assert cells == {"| a": "-", "| b": "-", "| rbm": "≈ 91.00 ± 0.1 (1,000 images)"}
+    assert cells == {"| a": "-", "| b": "-", "| rbm": "≈ 91.00 ± 0.1 (1,000 images; NLL there 89.50)"}
     assert "RAISE" not in render(kinds_records(), view="likelihood")  # no column where no record has one

@@ -173,6 +173,7 @@ def test_the_commands_of_an_rbm_run_on_binarized_mnist(tmp_path, cli, local_data
                          "--json")
     assert ais["raise_examples"] == 1000 and "fixed random 1,000 of the 10,000 test" in ais["raise_subset"]
     assert "reverse AIS" in ais["raise_method"] and ais["nll_raise_nats"] > json.loads(out)["nll_nats"] - 0.2
+    assert abs(ais["raise_paired_nll_nats"] - json.loads(out)["nll_nats"]) < 0.5  # AIS on RAISE's 1,000 images
     assert ais["nll_raise_kind"] == "estimate" and "nll_raise_nats" not in exact
     code, out, err = cli("sample", run, "--n", "16", "--sampler", "gibbs", "--steps", "20", "--out",
                          tmp_path / "samples.png")

@@ -77,7 +77,8 @@ def metrics_record(evaluation: dict) -> dict:
             elif key.startswith("nll_") and key.endswith("_nats") and key != "nll_nats" and value is not None:
                 name = key[4:-5]  # an estimator beside the first (RAISE beside AIS), maybe on a subset
                 out[key] = {"value": value, "kind": evaluation[f"nll_{name}_kind"],
-                            "examples": evaluation[f"{name}_examples"]}
+                            "examples": evaluation[f"{name}_examples"],
+                            "paired": evaluation.get(f"{name}_paired_nll_nats")}  # the NLL on the same examples
                 if evaluation.get(f"nll_{name}_std_err") is not None:
                     out[key]["std_err"] = evaluation[f"nll_{name}_std_err"]
     for key in SAMPLE_METRICS:

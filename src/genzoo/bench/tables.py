@@ -215,14 +215,21 @@ def default_view(rows: list[dict]) -> str:
 
 def companion_columns(rows: list[dict]) -> list[Column]:
     """A column per estimator some record reports beside its NLL (``nll_raise_nats``: RAISE beside AIS),
-    its value followed by the examples it was computed on."""
+    its value followed by the examples it was computed on and the NLL column's estimator on the same ones."""
     keys = sorted({k for r in rows for k in r.get("metrics", {}) if k.startswith("nll_") and k.endswith("_nats")
                    and k != "nll_nats"})
 
     def cell(key: str) -> Callable[[dict], str]:
         value = value_cell(key, 2)
-        return lambda record: value(record) + (f" ({metric(record, key)['examples']:,} images)"
-                                               if metric(record, key) and metric(record, key).get("examples") else "")
+
+        def text(record: dict) -> str:
+            entry = metric(record, key)
+            if not entry or not entry.get("examples"):
+                return value(record)
+            paired = f"; NLL there {entry['paired']:.2f}" if entry.get("paired") is not None else ""
+            return f"{value(record)} ({entry['examples']:,} images{paired})"
+
+        return text
 
     return [Column(f"{key[4:-5].upper()} NLL (nats)", cell(key), True) for key in keys]
 

@@ -68,7 +68,8 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, dra
     estimators. ``nll_std_err`` is the standard error of the reported mean due to the estimator's
     own randomness (None when the estimator gives no variance, e.g. from a single draw; 0 when
     exact). With ``extra_terms`` the model's declared extra terms (a VAE's ELBO) are reported as
-    ``neg_{name}_nats``. On a 2-D arena dataset, ``kl_nats`` is the mean of log p_data(x) -
+    ``neg_{name}_nats``, and the estimator it reports beside this one as ``nll_{name}_nats``
+    (``companion_metrics``). On a 2-D arena dataset, ``kl_nats`` is the mean of log p_data(x) -
     log p_model(x) over the split, with its paired standard error ``kl_std_err``.
 
     ``limit`` evaluates a fixed random subset (see ``Split.subset``), which the result says.
@@ -119,7 +120,7 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, dra
     for name, total in term_totals.items():
         neg = -total / len(x) + offset
         metrics.update({f"neg_{name}_nats": neg, f"neg_{name}_bits_per_dim": bits_per_dim(neg, seen_info)})
-    if estimator in model.eval_defaults.companions:
+    if extra_terms and estimator in model.eval_defaults.companions:
         metrics.update(companion_metrics(model, split, info, estimator, draws, batch_size, seed, limit, progress))
     if seen_info.name in TOY2D:
         kl, kl_std_err = kl_divergence(TOY2D[seen_info.name].log_prob(x.double()), log_p)
@@ -130,15 +131,18 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, dra
 def companion_metrics(model: GenerativeModel, split: Split, info: DataInfo, estimator: str, draws: int,
                       batch_size: int, seed: int, limit: int | None, progress: bool) -> dict:
     """The estimator the model reports beside ``estimator`` (RAISE beside AIS), as ``nll_{name}_nats`` with its
-    method, on a fixed random subset of at most its cap of the examples evaluated (said in ``{name}_subset``)."""
+    method, on a fixed random subset of at most its cap of the examples evaluated (said in ``{name}_subset``),
+    and ``estimator``'s NLL on the same examples (``{name}_paired_nll_nats``), so that the two bracket one number."""
     name, cap = model.eval_defaults.companions[estimator]
     n = min(len(split), limit or len(split))
     beside = likelihood_metrics(model, split, info, draws, batch_size, seed, min(n, cap), progress, name,
                                 extra_terms=False)
+    paired = likelihood_metrics(model, split, info, draws, batch_size, seed, min(n, cap), progress, estimator,
+                                extra_terms=False)
     subset = (f"a fixed random {cap:,} of the {n:,} {split.split} examples (seed 0): the whole split would take "
               "too long" if n > cap else None)
     return {f"nll_{name}_nats": beside["nll_nats"], f"nll_{name}_std_err": beside["nll_std_err"],
-            f"nll_{name}_kind": beside["likelihood"], f"{name}_method": beside["likelihood_method"], f"{name}_examples": beside["num_examples"],
+            f"nll_{name}_kind": beside["likelihood"], f"{name}_paired_nll_nats": paired["nll_nats"], f"{name}_method": beside["likelihood_method"], f"{name}_examples": beside["num_examples"],
             f"{name}_subset": subset}
 
 
