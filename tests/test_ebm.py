@@ -15,6 +15,7 @@ from genzoo.cli import main as genzoo
 from genzoo.data.core import DataInfo
 from genzoo.data.toy2d import get_toy2d
 from genzoo.distributions.grid import grid_points, log_cell_area
+from genzoo.models.energy.langevin import langevin
 from genzoo.models.registry import build_model, load_run
 from genzoo.train import TrainingDiverged, train
 from genzoo.train.config import train_config
@@ -88,6 +89,12 @@ def test_the_2d_density_is_normalised_over_the_box():
         mass = torch.logsumexp(log_p + log_cell_area(box, resolution), 0).exp().item()
         assert mass == pytest.approx(1.0, abs=1e-12 if resolution == 512 else 1e-3)
     assert model.log_likelihood(points[:4]).kind == "numerical"
+    with torch.no_grad():  # the chains stay in the box the density is normalised over
+        model.energy_net.net[-1][-1].weight.fill_(-1.0)  # an energy that falls off without limit outside
+        samples = model.generate(200, generator=torch.Generator().manual_seed(0), steps=50)
+        unclamped = langevin(model.energy, model.noise(200, torch.Generator().manual_seed(0)), 50, model.step_size)
+    assert samples.min() >= box[0] and samples.max() <= box[1]
+    assert unclamped.abs().max() > box[1]  # where they would otherwise go
 
 
 def test_images_have_no_likelihood_and_say_why():
