@@ -10,7 +10,7 @@ import torch
 
 from genzoo import checkpoint
 from genzoo.data.core import DataInfo
-from genzoo.models.registry import build_model
+from genzoo.models.registry import build_model, load_run
 from genzoo.train import train
 
 TINY = DataInfo("binary8", (1, 2, 4), 0, "binary", 2)  # D = 8: 256 visible states
@@ -195,3 +195,9 @@ def test_persistent_chains_are_training_state_and_resume_bit_for_bit(tmp_path, l
     state, _ = checkpoint.read_tensors(tmp_path / "whole" / checkpoint.TRAIN_STATE_FILE)
     weights, _ = checkpoint.read_tensors(tmp_path / "whole" / checkpoint.MODEL_FILE)
     assert state["training.chains"].shape == (10, 784) and "chains" not in weights
+    # a run written before the chains became training state holds them with its weights: still loads
+    checkpoint.write_tensors(tmp_path / "whole" / checkpoint.MODEL_FILE, {**weights, "chains": state["training.chains"]})
+    torch.testing.assert_close(load_run(tmp_path / "whole")[0].weight, whole.unwrapped.weight, rtol=0, atol=0)
+    checkpoint.write_tensors(tmp_path / "whole" / checkpoint.MODEL_FILE, {**weights, "stranger": torch.zeros(1)})
+    with pytest.raises(checkpoint.CheckpointError, match="unexpected: stranger"):
+        load_run(tmp_path / "whole")

@@ -74,7 +74,7 @@ class EBMConfig(ModelConfig):
     langevin_step: float | None = None  # step size on dE/dx (default: images 10, Du & Mordatch's; vectors 0.01)
     langevin_temperature: float | None = None  # noise sqrt(2 step T) (default: images 1.25e-6, noise 0.005; vectors 1, exact)
     langevin_clip: float | None = None  # clamp of each element of dE/dx; 0: none (default: images 0.01; vectors 0)
-    sample_steps: int | None = None  # Langevin steps of a sample from noise (default: 20 x langevin_steps)
+    sample_steps: int | None = None  # Langevin steps of a sample from noise (default: langevin_steps x 20, x 1 short-run)
     buffer_size: int = 10_000  # replay buffer of cd; 0: short-run chains from noise every update
     reinit: float = 0.05  # probability that a chain starts from noise instead of the buffer
     energy_penalty: float | None = None  # weight of the L2 penalty on energies, cd (default: images 1, vectors 0.1)
@@ -125,9 +125,10 @@ class EBM(GenerativeModel):
                  config.energy_penalty)
         self.langevin_steps, self.step_size, self.temperature, self.gradient_clamp, self.energy_penalty = (
             default if value is None else value for value, default in zip(given, defaults))
-        # fresh chains need many more steps than the buffer's, which run on across updates: on MNIST after 1,000
-        # updates, 160 steps from noise drew blobs, 800 thin digits, 2,000 the same digits as 800
-        self.sample_steps = config.sample_steps or 20 * self.langevin_steps
+        # a short-run model's sampler is its training chain; fresh chains of a buffer-trained one need many more
+        # steps than the buffer's, which run on across updates: on MNIST after 1,000 updates, 160 steps from
+        # noise drew blobs, 800 thin digits, 2,000 the same digits as 800
+        self.sample_steps = config.sample_steps or (20 if config.buffer_size else 1) * self.langevin_steps
         self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
                            else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
         # the replay buffer (buffer_size, *shape): training state, saved with the optimizer, not with the weights
