@@ -9,7 +9,15 @@ import torch
 
 from genzoo import checkpoint
 from genzoo.data.core import DataInfo
-from genzoo.models import adversarial, autoregressive, diffusion, energy, flows, latent, mixtures
+from genzoo.models import (
+    adversarial,
+    autoregressive,
+    diffusion,
+    energy,
+    flows,
+    latent,
+    mixtures,
+)
 from genzoo.models.base import GenerativeModel, ModelConfig
 from genzoo.models.recipes import RECIPE_SETS, Recipe, default_recipe
 
