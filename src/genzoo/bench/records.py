@@ -135,7 +135,8 @@ def run_record(run_dir: Path, evaluation: dict, provenance: dict, recipe: Recipe
         except ValueError as e:
             recipe, notes = None, f"trained with --recipe {name}, but not as it stands: {e}"
     if recipe is not None and budget_override is None and train.max_steps != recipe.steps:
-        budget_override = train.max_steps or trained.get("train_steps")
+        trained_steps = train.max_steps or trained.get("train_steps")  # --epochs N may be the recipe's own budget
+        budget_override = None if trained_steps == recipe.steps else trained_steps
     if recipe is not None:
         by_name = ["--recipe", recipe.name] if recipe.name in RECIPES else []  # a model's defaults have no name to give
         command = " ".join(["genzoo train", model, *by_name, "--data", info.name,
