@@ -136,6 +136,9 @@ def test_the_langevin_settings_follow_the_data_kind():
     assert math.sqrt(2 * image.step_size * image.temperature) == pytest.approx(0.005)  # Du & Mordatch's noise
     assert vector.temperature == 1.0 and vector.gradient_clamp == 0.0  # exact Langevin on the 2-D arena
     assert small_ebm(MOONS, langevin_step=0.5).step_size == 0.5
+    # samples from noise: many more steps than a buffer's chain takes per update, as many for a short-run model
+    assert (image.sample_steps, vector.sample_steps) == (20 * 3, 100 * 3)  # SMALL's langevin_steps = 3
+    assert small_ebm(DIGITS, buffer_size=0).sample_steps == 3 and small_ebm(MOONS, sample_steps=7).sample_steps == 7
 
 
 @pytest.mark.parametrize("options, message", [

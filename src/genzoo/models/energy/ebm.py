@@ -74,7 +74,7 @@ class EBMConfig(ModelConfig):
     langevin_step: float | None = None  # step size on dE/dx (default: images 10, Du & Mordatch's; vectors 0.01)
     langevin_temperature: float | None = None  # noise sqrt(2 step T) (default: images 1.25e-6, noise 0.005; vectors 1, exact)
     langevin_clip: float | None = None  # clamp of each element of dE/dx; 0: none (default: images 0.01; vectors 0)
-    sample_steps: int | None = None  # Langevin steps of a sample from noise (default: langevin_steps x 20, x 1 short-run)
+    sample_steps: int | None = None  # Langevin steps of a sample from noise (default: langevin_steps x images 20, vectors 100; short-run x 1)
     buffer_size: int = 10_000  # replay buffer of cd; 0: short-run chains from noise every update
     reinit: float = 0.05  # probability that a chain starts from noise instead of the buffer
     energy_penalty: float | None = None  # weight of the L2 penalty on energies, cd (default: images 1, vectors 0.1)
@@ -98,11 +98,15 @@ class EBMConfig(ModelConfig):
             raise ValueError(f"EBMConfig.reinit={self.reinit!r} must lie in [0, 1]")
 
 
-# (langevin_steps, langevin_step, langevin_temperature, langevin_clip, energy_penalty) by the data's kind, where
-# the config leaves them None. Images: Du & Mordatch's sampler (step 10, noise 0.005, clamp 0.01), 40 steps where
+# (langevin_steps, langevin_step, langevin_temperature, langevin_clip, energy_penalty, sample steps per training
+# step) by the data's kind, where the config leaves them None. Images: Du & Mordatch's sampler (step 10, noise 0.005, clamp 0.01), 40 steps where
 # they ran 60 (a CPU budget). Vectors: exact Langevin, whose density the grid then normalises; 3,000 steps on
 # checkerboard at Adam 1e-3: KL 0.099 with 20 steps and penalty 0.1, 0.66 with 100 steps, penalty 1 at 1e-4.
-LANGEVIN_DEFAULTS = {"image": (40, 10.0, 0.005**2 / 20, 0.01, 1.0), "vector": (20, 0.01, 1.0, 0.0, 0.1)}
+# Fresh chains need many more steps than the buffer's, which run on across updates. On MNIST after 1,000 updates,
+# 160 steps from noise drew blobs, 800 thin digits, 2,000 the same digits; on two-moons, 400 steps left chains on
+# the energy's far plateau (sliced W2 0.41), 2,000 and 5,000 did not (0.13 both). A short-run model's sampler is
+# its training chain: x 1.
+LANGEVIN_DEFAULTS = {"image": (40, 10.0, 0.005**2 / 20, 0.01, 1.0, 20), "vector": (20, 0.01, 1.0, 0.0, 0.1, 100)}
 
 
 class EBM(GenerativeModel):
@@ -125,10 +129,7 @@ class EBM(GenerativeModel):
                  config.energy_penalty)
         self.langevin_steps, self.step_size, self.temperature, self.gradient_clamp, self.energy_penalty = (
             default if value is None else value for value, default in zip(given, defaults))
-        # a short-run model's sampler is its training chain; fresh chains of a buffer-trained one need many more
-        # steps than the buffer's, which run on across updates: on MNIST after 1,000 updates, 160 steps from
-        # noise drew blobs, 800 thin digits, 2,000 the same digits as 800
-        self.sample_steps = config.sample_steps or (20 if config.buffer_size else 1) * self.langevin_steps
+        self.sample_steps = config.sample_steps or (defaults[-1] if config.buffer_size else 1) * self.langevin_steps
         self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
                            else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
         # the replay buffer (buffer_size, *shape): training state, saved with the optimizer, not with the weights
