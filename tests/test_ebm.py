@@ -138,7 +138,9 @@ def test_the_langevin_settings_follow_the_data_kind():
     assert small_ebm(MOONS, langevin_step=0.5).step_size == 0.5
     # samples from noise: many more steps than a buffer's chain takes per update, as many for a short-run model
     assert (image.sample_steps, vector.sample_steps) == (20 * 3, 100 * 3)  # SMALL's langevin_steps = 3
-    assert small_ebm(DIGITS, buffer_size=0).sample_steps == 3 and small_ebm(MOONS, sample_steps=7).sample_steps == 7
+    assert small_ebm(DIGITS, buffer_size=0).sample_steps == 5 * 3 and small_ebm(MOONS, sample_steps=7).sample_steps == 7
+    # short-run chains on images, persistent ones on vectors, unless told
+    assert (build_model("ebm", DIGITS).buffer_size, build_model("ebm", MOONS).buffer_size) == (0, 10_000)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -157,10 +159,10 @@ def test_binary_data_is_refused():
 
 
 def test_training_defaults_follow_the_data_kind(capsys):
-    assert (train_config("ebm", data="mnist").lr, train_config("ebm", data="mnist").batch_size) == (2e-4, 64)
+    assert (train_config("ebm", data="mnist").lr, train_config("ebm", data="mnist").batch_size) == (3e-4, 64)
     assert (train_config("ebm", data="checkerboard").lr, train_config("ebm", data="checkerboard").batch_size) == (1e-3, 128)
     assert train_config("ebm", data="checkerboard", lr=0.5).lr == 0.5  # the user's value wins
     with pytest.raises(SystemExit):
         genzoo(["train", "ebm", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "image data 0.0002; vector data 0.001" in shown and "(default: images 40, vectors 20)" in shown
+    assert "image data 0.0003; vector data 0.001" in shown and "(default: images 40, vectors 20)" in shown

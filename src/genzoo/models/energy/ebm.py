@@ -74,8 +74,8 @@ class EBMConfig(ModelConfig):
     langevin_step: float | None = None  # step size on dE/dx (default: images 10, Du & Mordatch's; vectors 0.01)
     langevin_temperature: float | None = None  # noise sqrt(2 step T) (default: images 1.25e-6, noise 0.005; vectors 1, exact)
     langevin_clip: float | None = None  # clamp of each element of dE/dx; 0: none (default: images 0.01; vectors 0)
-    sample_steps: int | None = None  # Langevin steps of a sample from noise (default: langevin_steps x images 20, vectors 100; short-run x 1)
-    buffer_size: int = 10_000  # replay buffer of cd; 0: short-run chains from noise every update
+    sample_steps: int | None = None  # Langevin steps of a sample from noise (default: langevin_steps x images 20, vectors 100; short-run x 5)
+    buffer_size: int | None = None  # replay buffer of cd; 0: short-run chains from noise (default: images 0, vectors 10,000)
     reinit: float = 0.05  # probability that a chain starts from noise instead of the buffer
     energy_penalty: float | None = None  # weight of the L2 penalty on energies, cd (default: images 1, vectors 0.1)
     sigma: float = 0.1  # noise of dsm
@@ -87,26 +87,40 @@ class EBMConfig(ModelConfig):
         check_choice(self, "objective", OBJECTIVES)
         check_positive(self, "channels", "hidden_dim", "num_hidden_layers", "sigma", "projections", "max_energy",
                        "max_gradient")
-        check_positive(self, "buffer_size", allow_zero=True)
         for name in ("langevin_steps", "langevin_step", "langevin_temperature", "sample_steps"):
             if getattr(self, name) is not None:
                 check_positive(self, name)
-        for name in ("langevin_clip", "energy_penalty"):
+        for name in ("langevin_clip", "energy_penalty", "buffer_size"):
             if getattr(self, name) is not None:
                 check_positive(self, name, allow_zero=True)
         if not 0 <= self.reinit <= 1:
             raise ValueError(f"EBMConfig.reinit={self.reinit!r} must lie in [0, 1]")
 
 
-# (langevin_steps, langevin_step, langevin_temperature, langevin_clip, energy_penalty, sample steps per training
-# step) by the data's kind, where the config leaves them None. Images: Du & Mordatch's sampler (step 10, noise 0.005, clamp 0.01), 40 steps where
-# they ran 60 (a CPU budget). Vectors: exact Langevin, whose density the grid then normalises; 3,000 steps on
-# checkerboard at Adam 1e-3: KL 0.099 with 20 steps and penalty 0.1, 0.66 with 100 steps, penalty 1 at 1e-4.
-# Fresh chains need many more steps than the buffer's, which run on across updates. On MNIST after 1,000 updates,
-# 160 steps from noise drew blobs, 800 thin digits, 2,000 the same digits; on two-moons, 400 steps left chains on
-# the energy's far plateau (sliced W2 0.41), 2,000 and 5,000 did not (0.13 both). A short-run model's sampler is
-# its training chain: x 1.
-LANGEVIN_DEFAULTS = {"image": (40, 10.0, 0.005**2 / 20, 0.01, 1.0, 20), "vector": (20, 0.01, 1.0, 0.0, 0.1, 100)}
+@dataclass(frozen=True)
+class KindDefaults:
+    """The settings an ``EBMConfig`` leaves None, by the data's kind."""
+
+    buffer_size: int  # 0: short-run chains
+    langevin_steps: int
+    langevin_step: float
+    langevin_temperature: float
+    langevin_clip: float
+    energy_penalty: float
+    sample_multiple: int  # sample_steps = this x langevin_steps (x SHORT_RUN_SAMPLE_MULTIPLE for short-run chains)
+
+
+# Images: short-run chains (Nijkamp et al.) with Du & Mordatch's sampler (step 10, noise 0.005, clamp 0.01), 40
+# steps where they ran 60 (a CPU budget). On MNIST, about 2,500 updates in 50-55 minutes on one thread: short-run at
+# Adam 3e-4, FD 316 from 200-step samples (370 from 40); a 10,000-entry buffer at 2e-4, FD 519 from 800-step
+# samples. A buffer's fresh chains need many more steps than the buffer's, which run on across updates: after
+# 1,000 updates, 160 steps from noise drew blobs, 800 thin digits, 2,000 the same digits.
+# Vectors: persistent chains of exact Langevin, whose density the grid then normalises; 3,000 steps on checkerboard
+# at Adam 1e-3: KL 0.099 with 20 steps and penalty 0.1, 0.66 with 100 steps and penalty 1 at 1e-4. On two-moons,
+# 400 sampling steps left chains on the energy's far plateau (sliced W2 0.41), 2,000 and 5,000 did not (0.13).
+KIND_DEFAULTS = {"image": KindDefaults(0, 40, 10.0, 0.005**2 / 20, 0.01, 1.0, 20),
+                 "vector": KindDefaults(10_000, 20, 0.01, 1.0, 0.0, 0.1, 100)}
+SHORT_RUN_SAMPLE_MULTIPLE = 5  # a short-run model's own chain, run on: MNIST FD 316 at 200 steps, 370 at 40
 
 
 class EBM(GenerativeModel):
@@ -118,22 +132,27 @@ class EBM(GenerativeModel):
     capabilities = frozenset({"chain", "complete", "input_gradients"})
     samplers = (SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform noise"),)
     # Du & Mordatch train with Adam betas (0, 0.999): no momentum on a gradient whose negatives change every step
-    training_defaults: ClassVar[dict] = {"lr": {"image": 2e-4, "vector": 1e-3}, "betas": (0.0, 0.999),
+    training_defaults: ClassVar[dict] = {"lr": {"image": 3e-4, "vector": 1e-3}, "betas": (0.0, 0.999),
                                          "batch_size": {"image": 64, "vector": 128}}
 
     def __init__(self, config: EBMConfig, info: DataInfo):
         super().__init__(config, info)
         kind = "image" if info.kind == "image" else "vector"
-        defaults = LANGEVIN_DEFAULTS[kind]
-        given = (config.langevin_steps, config.langevin_step, config.langevin_temperature, config.langevin_clip,
-                 config.energy_penalty)
-        self.langevin_steps, self.step_size, self.temperature, self.gradient_clamp, self.energy_penalty = (
-            default if value is None else value for value, default in zip(given, defaults))
-        self.sample_steps = config.sample_steps or (defaults[-1] if config.buffer_size else 1) * self.langevin_steps
+        defaults = KIND_DEFAULTS[kind]
+
+        def setting(name: str):
+            return getattr(defaults, name) if getattr(config, name) is None else getattr(config, name)
+
+        self.buffer_size, self.langevin_steps, self.energy_penalty = (
+            setting("buffer_size"), setting("langevin_steps"), setting("energy_penalty"))
+        self.step_size, self.temperature = setting("langevin_step"), setting("langevin_temperature")
+        self.gradient_clamp = setting("langevin_clip")
+        multiple = defaults.sample_multiple if self.buffer_size else SHORT_RUN_SAMPLE_MULTIPLE
+        self.sample_steps = config.sample_steps or multiple * self.langevin_steps
         self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
                            else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
         # the replay buffer (buffer_size, *shape): training state, saved with the optimizer, not with the weights
-        self.register_buffer("replay", self.noise(config.buffer_size, torch.Generator().manual_seed(0)),
+        self.register_buffer("replay", self.noise(self.buffer_size, torch.Generator().manual_seed(0)),
                              persistent=False)
         self._log_z_cache: tuple[tuple, float] | None = None
 
@@ -201,9 +220,9 @@ class EBM(GenerativeModel):
 
     def negatives(self, n: int) -> Tensor:
         """Langevin chains (n, *shape) from the replay buffer (or noise), their ends written back."""
-        if self.config.buffer_size == 0:
+        if self.buffer_size == 0:
             return self.run_langevin(self.noise(n), self.langevin_steps)
-        index = torch.randint(self.config.buffer_size, (n,), device=self.replay.device)
+        index = torch.randint(self.buffer_size, (n,), device=self.replay.device)
         starts = self.replay[index]
         fresh = torch.rand(n, device=starts.device) < self.config.reinit
         starts = torch.where(fresh.view(-1, *[1] * (starts.dim() - 1)), self.noise(n), starts)
@@ -230,10 +249,10 @@ class EBM(GenerativeModel):
         return ""
 
     def training_state(self) -> dict[str, Tensor]:
-        return {"replay": self.replay} if self.config.buffer_size else {}
+        return {"replay": self.replay} if self.buffer_size else {}
 
     def load_training_state(self, tensors: dict[str, Tensor]) -> None:
-        if self.config.buffer_size:
+        if self.buffer_size:
             self.replay.copy_(tensors["replay"])
 
     # --- the likelihood -----------------------------------------------------------------------
