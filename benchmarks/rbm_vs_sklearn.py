@@ -28,19 +28,20 @@ The test file is absent from the data directory, so genzoo's loader lets the val
 images, never trained on); its source sentence is printed. scikit-learn's own ``score_samples`` is a
 pseudo-likelihood (one flipped pixel per example, times D), not log p(v), and is not comparable: it is not used.
 
-Measured on 2 CPU cores shared with two other jobs (load ~2.4), torch 2.13, scikit-learn 1.9.1:
+Measured on the 2-core machine with nothing else running, torch 2.13, scikit-learn 1.9.1, after the trainer
+stopped unwrapping its model every step (with it, and two other jobs running: 3.09 s an epoch, 0.30x):
 
     OMP_NUM_THREADS=1 python benchmarks/rbm_vs_sklearn.py --epochs 5
 
     | library      | H  | epochs | steps | optimiser         | s/epoch | test NLL (exact, nats) | log Z  | sklearn / genzoo |
-    | genzoo       | 20 | 5      | 2,500 | Adam 3e-3, cosine | 3.088   | 158.73                 | 159.10 | 1.00x            |
-    | scikit-learn | 20 | 5      | 2,500 | SGD 0.1           | 0.920   | 207.23                 | 228.52 | 0.30x            |
+    | genzoo       | 20 | 5      | 2,500 | Adam 3e-3, cosine | 1.984   | 158.73                 | 159.10 | 1.00x            |
+    | scikit-learn | 20 | 5      | 2,500 | SGD 0.1           | 0.740   | 207.23                 | 228.52 | 0.37x            |
 
-genzoo is 3.4x slower a step (6.2 ms against 1.8 ms; its epochs took 2.9 to 3.3 s). At H = 20 the arithmetic is
-tiny and the trainer's per-step overhead dominates: accelerate's ``unwrap_model`` (~0.5 ms, called twice a step
-through ``Trainer.unwrapped``), ``torch.manual_seed`` (~0.25 ms: it also seeds CUDA, XPU and MTIA lazily, capturing
-a stack each time), ``torch.bernoulli`` on (100, 784) (~1 ms, twice ``torch.rand(...) < p``), autograd's backward,
-``zero_grad`` and the AdamW step, where scikit-learn does three small matrix products and one uniform draw.
+genzoo is 2.7x slower a step (4.0 ms against 1.5 ms). At H = 20 the arithmetic is tiny and the trainer's
+per-step overhead dominates: ``torch.manual_seed`` (~0.25 ms: it also seeds CUDA, XPU and MTIA lazily, capturing a
+stack each time; it makes resume bit-exact), ``torch.bernoulli`` on (100, 784) (~1 ms, twice ``torch.rand(...) <
+p``), autograd's backward, ``zero_grad`` and the AdamW step, where scikit-learn does three small matrix products and
+one uniform draw.
 
 scikit-learn's model is no better than independent pixels (206.32 nats on this split): its 20 hidden units are
 nearly copies of one another (mean cosine 0.997 between rows of ``components_``). Every unit starts at N(0, 0.01^2)
