@@ -24,6 +24,7 @@ from pathlib import Path
 
 from genzoo import checkpoint
 from genzoo.data.core import DataInfo
+from genzoo.evaluate.likelihood import companion_name
 from genzoo.models.base import SAMPLING_OPTIONS
 from genzoo.models.recipes import Recipe
 from genzoo.models.registry import MODEL_FAMILY, MODELS, RECIPES
@@ -74,8 +75,7 @@ def metrics_record(evaluation: dict) -> dict:
         for key, value in evaluation.items():  # a bound beside the likelihood (the negative ELBO)
             if key.startswith("neg_") and key.endswith("_nats") and value is not None:
                 out[key] = {"value": value, "kind": "lower_bound"}
-            elif key.startswith("nll_") and key.endswith("_nats") and key != "nll_nats" and value is not None:
-                name = key[4:-5]  # an estimator beside the first (RAISE beside AIS), maybe on a subset
+            elif (name := companion_name(key)) and value is not None:  # RAISE beside AIS, maybe on a subset
                 out[key] = {"value": value, "kind": evaluation[f"nll_{name}_kind"],
                             "examples": evaluation[f"{name}_examples"],
                             "paired": evaluation.get(f"{name}_paired_nll_nats")}  # the NLL on the same examples

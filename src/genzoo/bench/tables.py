@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genzoo.bench.records import latest
 from genzoo.data.registry import DATASETS
+from genzoo.evaluate.likelihood import companion_name
 from genzoo.runs import fit_text
 
 KIND_MARKS = {"exact": "", "lower_bound": "≤ ", "estimate": "≈ ", "numerical": "~ "}
@@ -216,8 +217,7 @@ def default_view(rows: list[dict]) -> str:
 def companion_columns(rows: list[dict]) -> list[Column]:
     """A column per estimator some record reports beside its NLL (``nll_raise_nats``: RAISE beside AIS),
     its value followed by the examples it was computed on and the NLL column's estimator on the same ones."""
-    keys = sorted({k for r in rows for k in r.get("metrics", {}) if k.startswith("nll_") and k.endswith("_nats")
-                   and k != "nll_nats"})
+    keys = sorted({k for r in rows for k in r.get("metrics", {}) if companion_name(k)})
 
     def cell(key: str) -> Callable[[dict], str]:
         value = value_cell(key, 2)
@@ -231,7 +231,7 @@ def companion_columns(rows: list[dict]) -> list[Column]:
 
         return text
 
-    return [Column(f"{key[4:-5].upper()} NLL (nats)", cell(key), True) for key in keys]
+    return [Column(f"{companion_name(key).upper()} NLL (nats)", cell(key), True) for key in keys]
 
 
 def markdown(rows: list[dict], view: str, sort: str | None = None) -> str:

@@ -128,6 +128,11 @@ def likelihood_metrics(model: GenerativeModel, split: Split, info: DataInfo, dra
     return metrics
 
 
+def companion_name(key: str) -> str | None:
+    """The estimator a metrics key ``nll_{name}_nats`` reports beside the NLL (``companion_metrics``), else None."""
+    return key[4:-5] if key.startswith("nll_") and key.endswith("_nats") and key != "nll_nats" else None
+
+
 def companion_metrics(model: GenerativeModel, split: Split, info: DataInfo, estimator: str, draws: int,
                       batch_size: int, seed: int, limit: int | None, progress: bool) -> dict:
     """The estimator the model reports beside ``estimator`` (RAISE beside AIS), as ``nll_{name}_nats`` with its
@@ -168,8 +173,7 @@ def format_metrics(metrics: dict) -> str:
             lines.append(f"{'NLL':<18} {metrics['nll_nats']:9.2f}{error} nats  {metrics['bits_per_dim']:.4f} bits/dim  "
                          f"({kind}: {metrics['estimator']}{draws})")
             for key, value in metrics.items():  # an estimator reported beside the first (RAISE beside AIS)
-                if key.startswith("nll_") and key.endswith("_nats") and key != "nll_nats" and value is not None:
-                    name = key[4:-5]
+                if (name := companion_name(key)) and value is not None:
                     error = f" ± {metrics[f'nll_{name}_std_err']:.2g}" if metrics.get(f"nll_{name}_std_err") else ""
                     lines.append(f"{'NLL (' + name + ')':<18} {value:9.2f}{error} nats  "
                                  f"({metrics[f'{name}_examples']:,} examples)")

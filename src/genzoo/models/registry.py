@@ -92,9 +92,9 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu"):
         raise checkpoint.CheckpointError(f"{path} cannot rebuild its model: {e}") from None
     path = Path(run_dir) / checkpoint.MODEL_FILE
     tensors, _ = checkpoint.read_tensors(path)
-    # an older run's weights may hold what is now training state kept apart from them (an RBM's chains)
-    training_state = set(dict(model.named_buffers())) - set(model.state_dict())
-    tensors = {name: value for name, value in tensors.items() if name not in training_state}
+    # an older run's weights may hold a buffer no longer saved with them (an RBM's chains, now training state)
+    unsaved = set(dict(model.named_buffers())) - set(model.state_dict())
+    tensors = {name: value for name, value in tensors.items() if name not in unsaved}
     what = f"model {config['model']!r} as configured in {checkpoint.CONFIG_FILE}"
     checkpoint.load_state_dict_checked(model, tensors, path, what)
     return model.to(device).eval(), config

@@ -25,7 +25,7 @@ Divergence, the known failure (energies running off as the negatives and the dat
 step's energies and input-gradient norms are checked (``divergence``), and training stops with the
 last good checkpoint kept.
 
-Likelihood: on 2-D data, log Z by the midpoint rule over the dataset's box (``grid_log_partition``),
+Likelihood: on 2-D data, log Z by the midpoint rule over the dataset's box (``log_partition``),
 ``numerical``; on images none: Z over hundreds of dimensions has no estimate here that is a bound or
 reliable, so the sample metrics judge the model.
 """
