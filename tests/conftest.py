@@ -72,3 +72,14 @@ def tiny_run(tmp_path_factory):
 def vae_run(tiny_run) -> Path:
     """One tiny vae run on digits, shared by the tests that only read it."""
     return tiny_run("vae")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a headless Chromium (``.ci/run`` installs Debian's); skips only where none can be had."""
+    from browser import find_chromium
+
+    path = find_chromium()
+    if path is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    return path

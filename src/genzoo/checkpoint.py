@@ -7,6 +7,8 @@ A run directory holds
     train_state.safetensors  everything needed to resume: raw and EMA weights, optimizer and
                              scheduler states, step counters (tensors in the file, the rest as
                              JSON in its metadata)
+    metrics.json             the test metrics after training, with the run's provenance
+    report.html              one self-contained page of all of it (genzoo.window.report)
 
 Every file is written to a temporary name in the same directory and renamed into place, so a
 run killed mid-write leaves the previous file intact; a full disk raises ``CheckpointError``
@@ -29,11 +31,18 @@ from torch import Tensor
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 TRAIN_STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
 FORMAT = "genzoo-run/1"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message says which file and what to do."""
+
+
+def eval_file(split: str, limit: int | None = None) -> str:
+    """The file `genzoo eval` writes into a run directory: eval_test.json, eval_test_limit1000.json, ..."""
+    return f"eval_{split}{'' if limit is None else f'_limit{limit}'}.json"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:

@@ -1,4 +1,4 @@
-"""The ``genzoo`` command: list, train, eval, sample, inpaint, bench.
+"""The ``genzoo`` command: list, train, eval, sample, inpaint, bench, report, app.
 
 Every hyperparameter is a flag generated from the dataclass that defines it
 (``genzoo.train.flags``), so ``genzoo train MODEL --help`` lists each one with its default;
@@ -21,6 +21,7 @@ from genzoo import checkpoint, figures
 from genzoo.bench.records import RESULTS_FILE, append_record, import_run, read_results
 from genzoo.bench.runner import run_bench
 from genzoo.bench.tables import VIEWS, regenerate_readme, render
+from genzoo.checkpoint import REPORT_FILE, eval_file
 from genzoo.data.core import SPLITS
 from genzoo.data.registry import dataset_info, list_datasets, load_split
 from genzoo.evaluate import completion
@@ -29,7 +30,7 @@ from genzoo.evaluate.metrics import METRICS, parse_metrics, run_metrics
 from genzoo.models.base import SAMPLING_OPTIONS
 from genzoo.models.recipes import RECIPE_SETS
 from genzoo.models.registry import FAMILIES, MODELS, RECIPES, load_run, recipe
-from genzoo.runs import TRAIN_EVAL_DRAWS, eval_file, train_run
+from genzoo.runs import TRAIN_EVAL_DRAWS, train_run
 from genzoo.train.flags import add_train_flags, train_options
 from genzoo.train.loop import TrainingDiverged
 from genzoo.train.state import OutputExists
@@ -232,6 +233,22 @@ def cmd_bench_readme(args: argparse.Namespace) -> None:
         print(f"{args.readme}: rewrote the generated tables at line(s) {', '.join(map(str, changed))}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from genzoo.window.report import write_report
+
+    out = Path(args.out or Path(args.run_dirs[0]) / REPORT_FILE)
+    write_report(args.run_dirs, out, bench=args.bench)
+    print(f"wrote {out} ({len(args.run_dirs)} run{'s' if len(args.run_dirs) > 1 else ''}; one file, no network needed)")
+
+
+def cmd_app(args: argparse.Namespace) -> None:
+    try:
+        from genzoo.window.app import serve
+    except ModuleNotFoundError as e:
+        raise ValueError(f"genzoo app needs {e.name}, which is not installed: pip install 'genzoo[app]'") from None
+    serve(args.run_dirs, bench=args.bench, port=args.port, host=args.host, share=args.share)
+
+
 # --- parser ------------------------------------------------------------------------------------
 def add_sampling_flags(parser: argparse.ArgumentParser, purpose: str) -> None:
     """--sampler and one flag per SAMPLING_OPTIONS; a model refuses by name what its sampler lacks."""
@@ -320,6 +337,24 @@ def build_parser(model_name: str | None) -> argparse.ArgumentParser:
     inpaint.add_argument("--out", help="PNG file: the image, its observed pixels, then the completions")
     inpaint.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inpaint.set_defaults(run=cmd_inpaint)
+    report = commands.add_parser("report", help="a self-contained HTML page of one or more runs: configuration, "
+                                                "metrics, curves, figures; several runs side by side")
+    report.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    report.add_argument("--out", help=f"HTML file (default: the first RUN_DIR/{REPORT_FILE})")
+    report.add_argument("--bench", help="a bench directory whose results.jsonl rows of these datasets are tabled too")
+    report.set_defaults(run=cmd_report)
+
+    app = commands.add_parser("app", help="a browser app over trained runs: sample, explore latents, draw and "
+                                          "complete, score densities, the leaderboard (needs the app extra)")
+    app.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="runs of one dataset")
+    app.add_argument("--bench", help="a bench directory (its results.jsonl) for the leaderboard tab")
+    app.add_argument("--port", type=int, default=7860, help="the port to serve on (default: 7860)")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="the address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it "
+                          "to the network)")
+    app.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    app.set_defaults(run=cmd_app)
+
     bench = commands.add_parser("bench", allow_abbrev=False,  # `bench import RUN --recipe X` is no prefix of --recipes
                                 help="train and evaluate models by their recipes into a results file; "
                                      "import runs; render tables", description=(

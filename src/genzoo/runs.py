@@ -9,29 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from genzoo import checkpoint, figures
+from genzoo.checkpoint import METRICS_FILE, REPORT_FILE
 from genzoo.data.registry import load_split
 from genzoo.evaluate.likelihood import fixed_inputs, format_metrics
 from genzoo.evaluate.metrics import run_metrics
 from genzoo.models.base import ModelConfig
 from genzoo.models.recipes import Recipe
 from genzoo.provenance import environment
+from genzoo.train.closed_form import fit_text
 from genzoo.train.config import TrainConfig
 from genzoo.train.loop import Trainer
+from genzoo.window.report import write_report
 
 TRAIN_EVAL_DRAWS = 100  # draws per example of an estimated test NLL after training (at most the model's default)
-METRICS_FILE = "metrics.json"
-
-
-def eval_file(split: str, limit: int | None = None) -> str:
-    """The file `genzoo eval` writes into a run directory: eval_test.json, eval_test_limit1000.json, ..."""
-    return f"eval_{split}{'' if limit is None else f'_limit{limit}'}.json"
-
-
-def fit_text(fit: dict) -> str:
-    """A closed-form fit in words: "38 iterations, converged (tol 0.001); best of 3 starts"."""
-    state = f"converged (tol {fit['tol']:g})" if fit["converged"] else f"not converged (tol {fit['tol']:g})"
-    starts = f"; best of {fit['restarts']} starts" if fit["restarts"] > 1 else ""
-    return f"{fit['iterations']} iterations, {state}{starts}"
 
 
 def train_run(model_name: str, model_options: ModelConfig | dict | None, config: TrainConfig, out: str | Path,
@@ -77,7 +67,8 @@ def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics:
                                             None if split.labels is None else split.labels.to(model.device), out)
     curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")
     progress = figures.save_samples_over_training(out, out / "samples_over_training.png")
-    written += [progress] if progress else []
+    written += [path for path in (progress, curves) if path]
+    written.append(write_report([out], out / REPORT_FILE))  # last: it shows every file above
     if quiet:
         return metrics
     if "fit" in summary:
@@ -91,5 +82,5 @@ def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics:
               f"score {best['best_nats']:.2f} nats on {best['holdout']:,} held-out training examples")
     if eval_metrics:
         print(format_metrics(metrics))
-    print("wrote: " + ", ".join(p.name for p in [*written, *([curves] if curves else [])]) + ", " + METRICS_FILE)
+    print("wrote: " + ", ".join([METRICS_FILE, *(p.name for p in written)]))
     return metrics

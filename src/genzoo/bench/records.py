@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 from genzoo import checkpoint
+from genzoo.checkpoint import METRICS_FILE, eval_file
 from genzoo.data.core import DataInfo
 from genzoo.evaluate.likelihood import companion_name
 from genzoo.models.base import SAMPLING_OPTIONS
 from genzoo.models.recipes import Recipe
 from genzoo.models.registry import MODEL_FAMILY, MODELS, RECIPES
 from genzoo.provenance import environment
-from genzoo.runs import METRICS_FILE, eval_file
 from genzoo.train.config import TrainConfig, train_config
 from genzoo.train.flags import parse_train_flags
 

@@ -33,12 +33,13 @@ from genzoo.bench.records import (
     status_record,
 )
 from genzoo.bench.tables import KIND_MARKS
+from genzoo.checkpoint import METRICS_FILE
 from genzoo.data.registry import dataset_info, load_split
 from genzoo.evaluate.likelihood import likelihood_metrics
 from genzoo.evaluate.metrics import parse_metrics, run_metrics
 from genzoo.models.recipes import Recipe
 from genzoo.models.registry import MODELS, load_run, recipe, recipes_for
-from genzoo.runs import METRICS_FILE, train_run
+from genzoo.runs import train_run
 from genzoo.train.flags import parse_train_flags
 from genzoo.train.loop import TrainingDiverged
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from genzoo.bench.records import latest
 from genzoo.data.registry import DATASETS
 from genzoo.evaluate.likelihood import companion_name
-from genzoo.runs import fit_text
+from genzoo.train.closed_form import fit_text
 
 KIND_MARKS = {"exact": "", "lower_bound": "≤ ", "estimate": "≈ ", "numerical": "~ "}
 KIND_LEGEND = {"exact": "plain: exact", "lower_bound": "≤: an upper bound (from a lower bound on log p)",
@@ -234,26 +234,33 @@ def companion_columns(rows: list[dict]) -> list[Column]:
     return [Column(f"{companion_name(key).upper()} NLL (nats)", cell(key), True) for key in keys]
 
 
-def markdown(rows: list[dict], view: str, sort: str | None = None) -> str:
-    """The view's columns (an estimator beside the NLL right after it), and a "notes" column when a record
-    has notes."""
+@dataclass(frozen=True)
+class Table:
+    """A view of records as text cells: what the markdown table and the HTML report both draw."""
+
+    columns: list[Column]
+    cells: list[list[str]]  # one row of cell texts per record
+    notes: list[str]  # the legend: which marks the cells use, what ± means
+
+
+def table(rows: list[dict], view: str, sort: str | None = None) -> Table:
+    """The view's columns (an estimator beside the NLL right after it, a "notes" column when a record
+    has notes), each record's cells and the notes the cells call for."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; one of: {', '.join(VIEWS)}")
     columns = list(COLUMNS[view])
     if NLL in columns:
         at = columns.index(NLL) + 1
         columns[at:at] = companion_columns(rows)
     columns += [Column("notes", text("notes", ""))] if any(r.get("notes") for r in rows) else []
-    lines = ["| " + " | ".join(c.header for c in columns) + " |",
-             "|" + "|".join("---:" if c.numeric else "---" for c in columns) + "|"]
-    for record in rows:
-        cells = [c.cell(record).replace("|", "\\|").replace("\n", " ") for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
+    cells = [[c.cell(record) for c in columns] for record in rows]
     kinds = sorted({entry["kind"] for r in rows for entry in r.get("metrics", {}).values()
                     if entry["kind"] in KIND_MARKS} | {r["likelihood"] for r in rows if r.get("likelihood") in KIND_MARKS},
                    key=list(KIND_MARKS).index)
     notes = []
     if any(c.header.startswith(("NLL", "test NLL")) for c in columns) and kinds:
         notes.append("Likelihood marks: " + "; ".join(KIND_LEGEND[k] for k in kinds) + ".")
-    if any(" ± " in line for line in lines[2:]):
+    if any(" ± " in cell for row in cells for cell in row):
         kid = "; KID's, the spread over 100 subsets" if any(c.header == "KID" for c in columns) else ""
         notes.append(f"±: the estimator's standard error{kid}.")
     ranked_kinds = {metric(r, sort)["kind"] for r in rows if sort and metric(r, sort)}
@@ -261,12 +268,22 @@ def markdown(rows: list[dict], view: str, sort: str | None = None) -> str:
         notes.append(f"Ranked by {sort} across {len(ranked_kinds)} kinds of number: an upper bound (≤) lies above the "
                      "true NLL by an unknown gap and an estimate (≈) may lie on either side, so the order between "
                      "kinds is indicative only.")
-    if any(line.count(" * |") for line in lines[2:]):
+    if any(cell.endswith(" *") for row in cells for cell in row):
         notes.append("*: the NLL of a fixed random subset of the test split, within the evaluation cap "
                      "(its record's `subset` says which).")
     if copied := next((r for r in rows if transcribed(r)), None):
         notes.append(f"†: transcribed from {copied['provenance']['from']}; the run directory was not kept.")
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return Table(columns, cells, notes)
+
+
+def markdown(rows: list[dict], view: str, sort: str | None = None) -> str:
+    """``table`` as markdown, its notes under it."""
+    drawn = table(rows, view, sort)
+    lines = ["| " + " | ".join(c.header for c in drawn.columns) + " |",
+             "|" + "|".join("---:" if c.numeric else "---" for c in drawn.columns) + "|"]
+    for cells in drawn.cells:
+        lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
+    return "\n".join(lines + ([""] + drawn.notes if drawn.notes else []))
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -302,10 +319,7 @@ def render(records: list[dict], fmt: str = "markdown", view: str | None = None, 
         return csv_text(rows)
     if fmt != "markdown":
         raise ValueError(f"unknown table format {fmt!r}; one of: markdown, csv")
-    view = view or default_view(rows)
-    if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; one of: {', '.join(VIEWS)}")
-    return markdown(rows, view, selection.get("sort"))
+    return markdown(rows, view or default_view(rows), selection.get("sort"))
 
 
 def readme_blocks(readme: str) -> list[tuple[int, int, list[str]]]:

@@ -171,3 +171,10 @@ def read_fit_state(path: Path, trainer) -> tuple[int, float]:
     trainer.best_fit = {k: v.to(model.device) for k, v in unprefixed(tensors, "best.").items()} or None
     trainer.fit_state = FitState.from_json(meta["fit"])
     return meta["step"], meta.get("train_seconds", 0.0)
+
+
+def fit_text(fit: dict) -> str:
+    """A closed-form fit in words: "38 iterations, converged (tol 0.001); best of 3 starts"."""
+    state = f"converged (tol {fit['tol']:g})" if fit["converged"] else f"not converged (tol {fit['tol']:g})"
+    starts = f"; best of {fit['restarts']} starts" if fit["restarts"] > 1 else ""
+    return f"{fit['iterations']} iterations, {state}{starts}"
