@@ -23,7 +23,7 @@ PROMISES = {"encode": ("encode", "decode"), "decode": ("decode",), "corrupt": ("
             "input_gradients": ("sample",)}
 # layers, lowest first: a module may import only from its own layer or a lower one
 LAYERS = [{"data", "nn", "distributions", "checkpoint", "provenance"}, {"models"}, {"evaluate"}, {"train"},
-          {"figures"}, {"runs"}, {"bench"}, {"cli"}]
+          {"figures"}, {"runs"}, {"bench"}, {"window"}, {"cli"}]
 
 
 def declared_capabilities(cls) -> frozenset[str]:

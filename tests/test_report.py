@@ -83,6 +83,16 @@ def test_train_writes_a_report_with_every_figure_and_metric(vae_run):
         assert key in named
 
 
+def test_eval_adds_its_evaluation_to_the_report(vae_run, tmp_path, cli):
+    run_dir = tmp_path / "run"
+    shutil.copytree(vae_run, run_dir)
+    code, _, err = cli("eval", run_dir, "--metrics", "nll", "--draws", "2", "--limit", "50")
+    assert code == 0, err
+    page = read_page(run_dir / REPORT_FILE)
+    assert "genzoo eval (eval_test_limit50.json)" in page.all_text
+    assert "fixed random subset of 50 of 360" in page.all_text
+
+
 def test_the_page_requests_nothing_outside_itself(vae_run):
     page = read_page(vae_run / REPORT_FILE)
     for tag, name, value in page.attributes:

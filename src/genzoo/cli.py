@@ -34,6 +34,7 @@ from genzoo.runs import TRAIN_EVAL_DRAWS, train_run
 from genzoo.train.flags import add_train_flags, train_options
 from genzoo.train.loop import TrainingDiverged
 from genzoo.train.state import OutputExists
+from genzoo.window.report import write_report
 
 METRICS_HELP = "; ".join(f"{kind} data: {','.join(names)}" for kind, names in METRICS.items())
 
@@ -68,8 +69,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume and model_options:
         raise ValueError("--resume continues the saved configuration; model options cannot change")
     eval_metrics = parse_metrics(args.eval_metrics, dataset_info(config.data))
-    train_run(args.model, model_options, config, out, resume=args.resume, draws=args.eval_draws,
-              eval_metrics=eval_metrics, recipe=found)
+    if train_run(args.model, model_options, config, out, resume=args.resume, draws=args.eval_draws,
+                 eval_metrics=eval_metrics, recipe=found):  # {} on processes other than the main one
+        print(f"report: {write_report([out], out / REPORT_FILE)} (every figure and metric on one page)")
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
@@ -88,6 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
                           sampling=sampling_options(args))
     metrics.update(run_dir=str(args.run_dir), seed=args.seed)
     checkpoint.write_json(Path(args.run_dir) / eval_file(args.split, args.limit), metrics)
+    if (Path(args.run_dir) / REPORT_FILE).exists():  # the run's page shows every evaluation: this one too
+        write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -234,8 +238,6 @@ def cmd_bench_readme(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from genzoo.window.report import write_report
-
     out = Path(args.out or Path(args.run_dirs[0]) / REPORT_FILE)
     write_report(args.run_dirs, out, bench=args.bench)
     print(f"wrote {out} ({len(args.run_dirs)} run{'s' if len(args.run_dirs) > 1 else ''}; one file, no network needed)")

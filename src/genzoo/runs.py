@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genzoo import checkpoint, figures
-from genzoo.checkpoint import METRICS_FILE, REPORT_FILE
+from genzoo.checkpoint import METRICS_FILE
 from genzoo.data.registry import load_split
 from genzoo.evaluate.likelihood import fixed_inputs, format_metrics
 from genzoo.evaluate.metrics import run_metrics
@@ -19,7 +19,6 @@ from genzoo.provenance import environment
 from genzoo.train.closed_form import fit_text
 from genzoo.train.config import TrainConfig
 from genzoo.train.loop import Trainer
-from genzoo.window.report import write_report
 
 TRAIN_EVAL_DRAWS = 100  # draws per example of an estimated test NLL after training (at most the model's default)
 
@@ -68,7 +67,6 @@ def report_run(trainer: Trainer, summary: dict, draws: int | None, eval_metrics:
     curves = figures.save_loss_curves(out / "log.csv", out / "loss_curves.png")
     progress = figures.save_samples_over_training(out, out / "samples_over_training.png")
     written += [path for path in (progress, curves) if path]
-    written.append(write_report([out], out / REPORT_FILE))  # last: it shows every file above
     if quiet:
         return metrics
     if "fit" in summary:
