@@ -27,7 +27,7 @@ GRID_DRAWS = 10  # draws per grid point of an estimated density (a picture: a VA
 POINTS_SHOWN = 5000  # samples per scatter panel
 
 
-def _figure(panels: int, size: float = 3.2) -> tuple[Figure, list]:
+def new_figure(panels: int, size: float = 3.2) -> tuple[Figure, list]:
     fig = Figure(figsize=(size * panels, size + 0.3), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
@@ -37,7 +37,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
-def _scatter(ax, points: Tensor, extent: tuple[float, float], title: str) -> None:
+def draw_scatter(ax, points: Tensor, extent: tuple[float, float], title: str) -> None:
     p = points[:POINTS_SHOWN].float().cpu().numpy()
     ax.scatter(p[:, 0], p[:, 1], s=1, alpha=0.4, color="tab:blue", rasterized=True)
     _frame(ax, extent, title)
@@ -51,7 +51,7 @@ def _frame(ax, extent: tuple[float, float], title: str) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _heatmap(ax, log_density: Tensor, extent: tuple[float, float], title: str) -> None:
+def draw_heatmap(ax, log_density: Tensor, extent: tuple[float, float], title: str) -> None:
     density = log_density.double().exp().cpu().numpy()  # (R, R), row i at y_i
     ax.imshow(density, origin="lower", extent=(*extent, *extent), cmap="viridis", interpolation="nearest")
     _frame(ax, extent, title)
@@ -59,8 +59,8 @@ def _heatmap(ax, log_density: Tensor, extent: tuple[float, float], title: str) -
 
 def save_points(points: Tensor, path: str | os.PathLike, dataset: str, title: str | None = None) -> Path:
     """A scatter plot of points (N, 2) on the dataset's extent."""
-    fig, (ax,) = _figure(1, 4.0)
-    _scatter(ax, points, get_toy2d(dataset).extent, title or f"{len(points):,} samples")
+    fig, (ax,) = new_figure(1, 4.0)
+    draw_scatter(ax, points, get_toy2d(dataset).extent, title or f"{len(points):,} samples")
     return _save(fig, path)
 
 
@@ -98,12 +98,12 @@ def write_arena_figures(model: GenerativeModel, test: Tensor, out_dir: str | os.
     with eval_mode(model):
         samples = model.generate(POINTS_SHOWN, None, torch.Generator(model.device).manual_seed(seed)).cpu()
     learned = learned_log_density(model, spec.extent)
-    fig, axes = _figure(3 if learned else 2)
+    fig, axes = new_figure(3 if learned else 2)
     true_grid, _, _ = density_grid(spec.log_prob, spec.extent, GRID_RESOLUTION)
-    _heatmap(axes[0], true_grid, spec.extent, f"{dataset}: true density")
+    draw_heatmap(axes[0], true_grid, spec.extent, f"{dataset}: true density")
     if learned:
-        _heatmap(axes[1], *learned[:1], spec.extent, learned[1])
-    _scatter(axes[-1], samples, spec.extent, f"{model.name}: {min(len(samples), POINTS_SHOWN):,} samples")
+        draw_heatmap(axes[1], *learned[:1], spec.extent, learned[1])
+    draw_scatter(axes[-1], samples, spec.extent, f"{model.name}: {min(len(samples), POINTS_SHOWN):,} samples")
     paths = [_save(fig, out_dir / "density.png")]
     if model.can("encode") or model.can("invert"):  # a flow's z = f(x): the data gaussianised
         with eval_mode(model):
@@ -115,7 +115,7 @@ def write_arena_figures(model: GenerativeModel, test: Tensor, out_dir: str | os.
 def save_latent_space(codes: Tensor, points: Tensor, path: str | os.PathLike, name: str) -> Path:
     """The first two latent dimensions of the test points' codes, coloured by the points' angle."""
     angle = np.arctan2(points[:, 1].numpy(), points[:, 0].numpy())
-    fig, (ax,) = _figure(1, 4.0)
+    fig, (ax,) = new_figure(1, 4.0)
     z = codes.float().numpy()
     second = z[:, 1] if z.shape[1] > 1 else np.zeros(len(z))
     ax.scatter(z[:, 0], second, s=1, c=angle, cmap="hsv", alpha=0.5, rasterized=True)
@@ -129,9 +129,9 @@ def save_latent_space(codes: Tensor, points: Tensor, path: str | os.PathLike, na
 def save_points_over_training(record: dict[int, Tensor], path: str | os.PathLike, dataset: str) -> Path:
     """One scatter panel per checkpoint step of ``record`` (step -> points (N, 2))."""
     extent = get_toy2d(dataset).extent
-    fig, axes = _figure(len(record), 2.4)
+    fig, axes = new_figure(len(record), 2.4)
     for ax, (step, points) in zip(axes, sorted(record.items())):
-        _scatter(ax, points, extent, f"step {step:,}")
+        draw_scatter(ax, points, extent, f"step {step:,}")
     return _save(fig, path)
 
 
@@ -156,14 +156,14 @@ def save_arena_comparison(models: list[GenerativeModel], titles: list[str], path
     (with its Gaussian components as 2-sigma ellipses, where it is a mixture of Gaussians: a GMM's
     K, or draws p(x | z_i) of a VAE, an infinite mixture) and its samples."""
     spec = get_toy2d(models[0].info.name)
-    fig, axes = _figure(1 + 2 * len(models))
+    fig, axes = new_figure(1 + 2 * len(models))
     true_grid, _, _ = density_grid(spec.log_prob, spec.extent, GRID_RESOLUTION)
-    _heatmap(axes[0], true_grid, spec.extent, f"{spec.name}: true density")
+    draw_heatmap(axes[0], true_grid, spec.extent, f"{spec.name}: true density")
     for i, (model, title) in enumerate(zip(models, titles)):
         density_ax, samples_ax = axes[1 + 2 * i], axes[2 + 2 * i]
         learned = learned_log_density(model, spec.extent)
         if learned:
-            _heatmap(density_ax, learned[0], spec.extent, f"{title}: density")
+            draw_heatmap(density_ax, learned[0], spec.extent, f"{title}: density")
         else:
             _frame(density_ax, spec.extent, f"{title}: no density")
         with eval_mode(model):
@@ -173,5 +173,5 @@ def save_arena_comparison(models: list[GenerativeModel], titles: list[str], path
         if components is not None:
             order = components[0].argsort(descending=True)[:COMPONENTS_SHOWN]
             _ellipses(density_ax, *(c[order] for c in components))
-        _scatter(samples_ax, samples, spec.extent, f"{title}: {len(samples):,} samples")
+        draw_scatter(samples_ax, samples, spec.extent, f"{title}: {len(samples):,} samples")
     return _save(fig, path)

@@ -33,13 +33,13 @@ GUIDANCE = 2.0  # the second class grid of a model whose sampler takes a guidanc
 
 
 @contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
+def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode and no_grad inside; every submodule's train/eval flag restored after."""
     with eval_mode(model), torch.no_grad():
         yield
 
 
-def _generator(model: nn.Module, seed: int) -> torch.Generator:
+def seeded_generator(model: nn.Module, seed: int) -> torch.Generator:
     return torch.Generator(device=module_device(model)).manual_seed(seed)
 
 
@@ -52,26 +52,26 @@ def _labels(model: nn.Module, y: Tensor | None, n: int) -> Tensor | None:
     return y.to(module_device(model)).reshape(n)
 
 
-def _decode(model: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
+def decoded(model: nn.Module, z: Tensor, y: Tensor | None) -> Tensor:
     return model.decode(z, y).detach().float().cpu()  # (B, C, H, W)
 
 
 def sample_grid(model: nn.Module, n: int = 64, seed: int = 0, **options) -> Tensor:
     """n samples (n, C, H, W) with the default sampler and ``options`` (e.g. temperature=0.7);
     conditional models get labels cycling 0..K-1."""
-    with _evaluating(model):
+    with evaluating(model):
         labels = None
         if model.conditional:
             labels = torch.arange(n, device=module_device(model)) % model.info.num_classes
-        return model.generate(n, labels, _generator(model, seed), **options).detach().float().cpu()
+        return model.generate(n, labels, seeded_generator(model, seed), **options).detach().float().cpu()
 
 
 def reconstructions(model: nn.Module, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
     """Rows [data, decode(encode(x, y), y)], each (B, C, H, W)."""
-    with _evaluating(model):
+    with evaluating(model):
         x = x.to(module_device(model))
         y = _labels(model, y, len(x))
-        return [x.detach().float().cpu(), _decode(model, model.encode(x, y), y)]
+        return [x.detach().float().cpu(), decoded(model, model.encode(x, y), y)]
 
 
 def traversal_values(steps: int = 9, span: float = 3.0) -> Tensor:
@@ -89,7 +89,7 @@ def latent_traversal(
 
     x0: one image (C, H, W) or (1, C, H, W); y0: its label (conditional models). Rows (steps, C, H, W).
     """
-    with _evaluating(model):
+    with evaluating(model):
         device = module_device(model)
         x0 = x0.to(device).reshape(1, *x0.shape[-3:])  # (1, C, H, W)
         y = None if y0 is None else torch.as_tensor(y0, device=device).reshape(1)
@@ -102,7 +102,7 @@ def latent_traversal(
         for d in range(min(dims, flat.shape[1])) if isinstance(dims, int) else dims:
             z = flat.repeat(steps, 1)  # (steps, D)
             z[:, d] = values
-            rows.append(_decode(model, z.reshape(steps, *z0.shape[1:]), ys))
+            rows.append(decoded(model, z.reshape(steps, *z0.shape[1:]), ys))
         return rows
 
 
@@ -121,7 +121,7 @@ def interpolation(
     """
     if x_a.shape != x_b.shape:
         raise ValueError(f"interpolation: x_a {tuple(x_a.shape)} and x_b {tuple(x_b.shape)} differ")
-    with _evaluating(model):
+    with evaluating(model):
         device = module_device(model)
         x_a, x_b = x_a.to(device), x_b.to(device)
         y_a = _labels(model, y_a, len(x_a))
@@ -131,7 +131,7 @@ def interpolation(
         rows = []
         for i in range(len(x_a)):
             z = (1 - t) * z_a[i : i + 1] + t * z_b[i : i + 1]  # (steps, latent_dim)
-            rows.append(_decode(model, z, None if y_a is None else y_a[i].expand(steps)))
+            rows.append(decoded(model, z, None if y_a is None else y_a[i].expand(steps)))
         return rows
 
 
@@ -153,13 +153,13 @@ def prior_interpolation(model: nn.Module, pairs: int = 4, steps: int = 10, seed:
     For models with a decoder and no encoder (GANs); conditional models keep label i on row i.
     Rows (steps, C, H, W).
     """
-    with _evaluating(model):
+    with evaluating(model):
         device = module_device(model)
-        g = _generator(model, seed)
+        g = seeded_generator(model, seed)
         z = torch.randn((2, pairs, model.latent_dim), generator=g, device=g.device).to(device)  # (2, P, D)
         codes = slerp(z[0], z[1], torch.linspace(0, 1, steps, device=device))  # (steps, P, D)
         labels = torch.arange(pairs, device=device) % model.info.num_classes if model.conditional else None
-        return [_decode(model, codes[:, i], None if labels is None else labels[i].expand(steps)) for i in range(pairs)]
+        return [decoded(model, codes[:, i], None if labels is None else labels[i].expand(steps)) for i in range(pairs)]
 
 
 def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0, **options) -> list[Tensor]:
@@ -168,37 +168,37 @@ def class_grid(model: nn.Module, per_class: int = 10, seed: int = 0, **options) 
     if not model.conditional:
         raise ValueError(f"class_grid: {type(model).__name__} is not conditional")
     k = model.info.num_classes
-    with _evaluating(model):
+    with evaluating(model):
         labels = torch.arange(k, device=module_device(model)).repeat_interleave(per_class)  # (K * per_class,)
-        x = model.generate(k * per_class, labels, _generator(model, seed), **options)
+        x = model.generate(k * per_class, labels, seeded_generator(model, seed), **options)
         return list(x.detach().float().cpu().reshape(k, per_class, *x.shape[1:]).unbind(0))
 
 
 def sampling_chain_rows(model: nn.Module, n: int = 4, snapshots: int = 10, seed: int = 0) -> dict[str, Tensor]:
     """{"sample 1: x_t": (snapshots, C, H, W), "sample 1: predicted x_0": ..., ...}: the model's
     ``sampling_chain``, one row per sample and state."""
-    with _evaluating(model):
-        states = model.sampling_chain(n, snapshots, _generator(model, seed))
+    with evaluating(model):
+        states = model.sampling_chain(n, snapshots, seeded_generator(model, seed))
     return {f"{i + 1}: {name}": values[i].detach().float().cpu() for i in range(n) for name, values in states.items()}
 
 
 def denoising_triples(model: nn.Module, x: Tensor, seed: int = 0, y: Tensor | None = None) -> list[Tensor]:
     """Rows [clean, corrupted, denoised] with corrupted = model.corrupt(x) and
     denoised = decode(encode(corrupted)), each (B, C, H, W)."""
-    with _evaluating(model):
+    with evaluating(model):
         x = x.to(module_device(model))
         y = _labels(model, y, len(x))
-        noisy = model.corrupt(x, generator=_generator(model, seed))
-        return [x.detach().float().cpu(), noisy.detach().float().cpu(), _decode(model, model.encode(noisy, y), y)]
+        noisy = model.corrupt(x, generator=seeded_generator(model, seed))
+        return [x.detach().float().cpu(), noisy.detach().float().cpu(), decoded(model, model.encode(noisy, y), y)]
 
 
 def completions(model: nn.Module, x: Tensor, y: Tensor | None = None, seed: int = 0) -> list[Tensor]:
     """[data, observed (hidden half gray), completed] rows for x (B, C, H, W) with its bottom half
     hidden: the model draws the hidden pixels given the top half (``complete``)."""
-    with _evaluating(model):
+    with evaluating(model):
         x = x.to(module_device(model))
         observed = parse_mask("bottom-half", *x.shape[-2:])
-        completed = model.complete(x, observed, _labels(model, y, len(x)), _generator(model, seed))
+        completed = model.complete(x, observed, _labels(model, y, len(x)), seeded_generator(model, seed))
         masked = torch.where(observed.to(x.device), x, torch.full_like(x, HIDDEN_GRAY))
         return [t.detach().float().cpu() for t in (x, masked, completed)]
 

@@ -67,8 +67,8 @@ def report_html(runs: list[RunView], bench_records: list[dict] | None = None) ->
     """The whole page: a heading, a table of contents, the comparisons, then one section per run."""
     title = runs[0].title if len(runs) == 1 else f"{len(runs)} genzoo runs"
     parts = [f"<h1>{escape(title)}</h1>",
-             f'<p class="muted">genzoo {escape(__version__)} report; every figure and number below is read from the '
-             "run directories named in each section.</p>"]
+             (f'<p class="muted">genzoo {escape(__version__)} report; every figure and number below is read from the '
+             "run directories named in each section.</p>")]
     if len(runs) > 1:
         parts.append("<nav>" + "".join(f'<a href="#run-{i}">{escape(run.title)}</a>' for i, run in enumerate(runs))
                      + "</nav>")
