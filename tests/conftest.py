@@ -51,7 +51,8 @@ def local_data(shared_data):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """``tiny_run(model) -> run directory``: a 20-step run of ``model`` on digits, trained once per session.
+    """``tiny_run(model) -> run directory``: a 20-step run of a latent-family ``model`` on digits (``TINY_FLAGS``
+    set its hidden and latent sizes, which other families do not take), trained once per session.
 
     Tests must not modify these directories; copy one (``shutil.copytree``) to damage it.
     """
