@@ -119,8 +119,15 @@ def test_gmm_samples_have_the_model_moments(covariance):
     model.initialize_fit(three_clusters(seed=5), torch.Generator().manual_seed(0))
     n = 200_000
     z = model.sample(n, generator=torch.Generator().manual_seed(6)).double()
+    # each component's covariance from its precision (Sigma^-1 = P P^T), not from the sampler's own factors
+    precision = model.precision_cholesky.expand(3, 3, 3) if covariance == "tied" else model.precision_cholesky
+    if covariance in ("full", "tied"):
+        sigmas = torch.linalg.inv(precision @ precision.mT)
+    else:
+        sigmas = torch.diag_embed(precision.reshape(3, -1).expand(3, 3) ** -2)
     scales = covariance_scales(model.precision_cholesky, covariance, 3)
-    sigmas = scales @ scales.mT if scales.dim() == 3 else torch.diag_embed(scales.expand(3, 3) ** 2)
+    if covariance in ("full", "tied"):  # the sampler's factors S with S S^T = Sigma
+        torch.testing.assert_close(scales @ scales.mT, sigmas)
     w, mu = model.weights, model.means
     mean = w @ mu
     cov = (w[:, None, None] * (sigmas + mu.unsqueeze(-1) * mu.unsqueeze(-2))).sum(0) - torch.outer(mean, mean)

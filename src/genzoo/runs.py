@@ -28,7 +28,8 @@ def train_run(model_name: str, model_options: ModelConfig | dict | None, config:
               recipe: Recipe | None = None, quiet: bool = False) -> dict:
     """Train, then write ``metrics.json`` (the test metrics, the run's provenance) and the figures.
 
-    Returns the metrics written. ``draws=0`` skips the NLL; ``eval_metrics=[]`` skips evaluation.
+    Returns the metrics written. ``eval_metrics`` are computed on the test split (none by default: the
+    command line passes every metric of the data's kind); ``draws=0`` leaves out the NLL.
     """
     trainer = Trainer(model_name, model_options, config, out, resume=resume,
                       callbacks=[figures.SamplesOverTraining()])

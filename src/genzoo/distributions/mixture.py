@@ -48,7 +48,7 @@ def sample_gaussian_mixture(n: int, weights: Tensor, means: Tensor, scales: Tens
 
     ``weights`` (K,) sum to one; ``means`` (K, d); ``scales`` either (K, d), the standard deviations
     of diagonal components (or (K, 1), isotropic), or (K, d, d), factors S_k of full covariances
-    (any S_k with S_k S_k^T = Sigma_k: a Cholesky factor, or ``covariance_scales``'s L_k^-T).
+    (any S_k with S_k S_k^T = Sigma_k: a Cholesky factor, or ``covariance_scales``'s P_k^-T).
     ``components`` (n,) picks each draw's component (a label of a conditioned prior); otherwise
     it is drawn by the inverse CDF of the weights. Noise from ``generator``: first eps (n, d), then
     the uniform (n,) of the components, so a draw with given components uses the same eps.
@@ -166,14 +166,15 @@ def check_positive_definite(singular: Tensor, count: Tensor, covariance: str, re
 
 def covariance_scales(precision_cholesky: Tensor, covariance: str, components: int) -> Tensor:
     """What ``sample_gaussian_mixture`` takes: standard deviations (K, D) of diagonal components, or
-    factors S_k (K, D, D) with S_k S_k^T = Sigma_k (S_k = L_k^-T, upper triangular) of full ones."""
+    factors S_k (K, D, D) with S_k S_k^T = Sigma_k of full ones: the precision's Cholesky factor P_k is
+    upper triangular with Sigma_k^-1 = P_k P_k^T, so S_k = P_k^-T, lower triangular."""
     if covariance == "diag":
         return precision_cholesky.reciprocal()
     if covariance == "spherical":
         return precision_cholesky.reciprocal().unsqueeze(-1)  # broadcast over D by the sampler's product
     chol = precision_cholesky if covariance == "full" else precision_cholesky.expand(components, *precision_cholesky.shape)
     eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
-    return torch.linalg.solve_triangular(chol.mT, eye, upper=True)  # L^-T
+    return torch.linalg.solve_triangular(chol.mT, eye, upper=False)  # P^T S = I: S = P^-T
 
 
 def kmeans_plusplus(x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:

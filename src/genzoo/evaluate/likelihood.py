@@ -170,8 +170,9 @@ def format_metrics(metrics: dict) -> str:
             count = metrics["draws"]
             draws = f", {count} draw{'s' if count != 1 else ''}" if metrics["likelihood"] != "exact" else ""
             error = f" ± {metrics['nll_std_err']:.2g}" if metrics.get("nll_std_err") else ""
+            how = kind if metrics["estimator"] == kind else f"{kind}: {metrics['estimator']}"  # not "exact: exact"
             lines.append(f"{'NLL':<18} {metrics['nll_nats']:9.2f}{error} nats  {metrics['bits_per_dim']:.4f} bits/dim  "
-                         f"({kind}: {metrics['estimator']}{draws})")
+                         f"({how}{draws})")
             for key, value in metrics.items():  # an estimator reported beside the first (RAISE beside AIS)
                 if (name := companion_name(key)) and value is not None:
                     error = f" ± {metrics[f'nll_{name}_std_err']:.2g}" if metrics.get(f"nll_{name}_std_err") else ""
