@@ -407,7 +407,16 @@ def main(argv: list[str] | None = None) -> int:
                 if argv[:1] == ["bench"] else "the last checkpoint is kept (resume with --resume)")
         print(f"genzoo: interrupted; {kept}", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group()
     return 0
+
+
+def leave_process_group() -> None:
+    """Under `accelerate launch`, leave the process group before the interpreter exits: a process that
+    finished first (the others still evaluating) and left it to teardown at exit could abort in gloo's threads."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
