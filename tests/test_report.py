@@ -78,7 +78,7 @@ def test_train_writes_a_report_with_every_figure_and_metric(vae_run):
         assert float(rows[key][0]) == pytest.approx(entry["value"], rel=1e-5)
         if "std_err" in entry:
             assert float(rows[key][1].removeprefix("± ")) == pytest.approx(entry["std_err"], rel=1e-3)
-    assert rows["nll_nats"][2].startswith("bound"), "the NLL's kind is said"
+    assert rows["nll_nats"][2].startswith("upper bound"), "the NLL's kind is said"
     named = {row[0] for row in page.rows if len(row) == 2}  # the key-value tables
     for key in flatten(metrics):  # and every recorded value, by name
         assert key in named, f"recorded value {key} missing"

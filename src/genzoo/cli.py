@@ -156,16 +156,7 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report))
         return
-    if result["conditional_nll_nats"] is None:
-        print(f"{model.name} draws completions ({args.sampler or 'its default sampler'}) without a number for "
-              f"-log p(hidden | observed); {result['hidden_pixels']} hidden dimensions")
-    else:
-        exactness = ("exact: every observed pixel precedes every hidden one in the model's order"
-                     if result["conditional_exact"] else
-                     "not exact: some hidden pixels precede observed ones in the model's order, so each hidden "
-                     "pixel conditions only on the observed pixels before it")
-        print(f"-log p(hidden | observed) = {result['conditional_nll_nats']:.2f} nats over "
-              f"{result['hidden_pixels']} hidden dimensions ({exactness})")
+    print(completion.conditional_nll_text(result, model.name, args.sampler))
     print(f"wrote the image, its observed pixels and {args.n} completions to {out}")
 
 

@@ -82,3 +82,17 @@ def inpaint(model, image: Tensor, observed: Tensor, n: int, label: int | None = 
             "conditional_nll_nats": None if conditional is None else -conditional["log_likelihood"].item(),
             "conditional_exact": None if conditional is None else conditional["exact"],
             "hidden_pixels": int((~observed).sum()) * c}
+
+
+def conditional_nll_text(result: dict, model_name: str, sampler: str | None = None) -> str:
+    """One line on an ``inpaint`` result's -log p(hidden | observed): its value and whether it is exact, or that
+    the model gives none."""
+    if result["conditional_nll_nats"] is None:
+        return (f"{model_name} draws completions ({sampler or 'its default sampler'}) without a number for "
+                f"-log p(hidden | observed); {result['hidden_pixels']} hidden dimensions")
+    exactness = ("exact: every observed pixel precedes every hidden one in the model's order"
+                 if result["conditional_exact"] else
+                 "not exact: some hidden pixels precede observed ones in the model's order, so each hidden "
+                 "pixel conditions only on the observed pixels before it")
+    return (f"-log p(hidden | observed) = {result['conditional_nll_nats']:.2f} nats over "
+            f"{result['hidden_pixels']} hidden dimensions ({exactness})")

@@ -24,7 +24,11 @@ import torch
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported: no usage reports
 import gradio as gr
 
-from genzoo.evaluate.completion import HALF_MASKS, check_can_inpaint
+from genzoo.evaluate.completion import (
+    HALF_MASKS,
+    check_can_inpaint,
+    conditional_nll_text,
+)
 from genzoo.figures.grids import image_grid, inpainting_image
 from genzoo.models.base import SAMPLING_OPTIONS
 from genzoo.window import explore
@@ -227,14 +231,8 @@ def complete_tab(runs: dict[str, LoadedRun]) -> None:
         run = find_run(runs, title)
         result = explore.complete(run, mask, int(n), int(seed or 0), label=label,
                                   **picked_input(run, source, index, sketch))
-        if result["conditional_nll_nats"] is None:
-            said = f"{run.model.name} gives no number for -log p(hidden | observed)"
-        else:
-            said = (f"-log p(hidden | observed) = {result['conditional_nll_nats']:.2f} nats over "
-                    f"{result['hidden_pixels']} hidden dimensions"
-                    + ("" if result["conditional_exact"] else " (not exact: some hidden pixels precede observed "
-                                                              "ones in the model's order)"))
-        return inpainting_image(result["image"], result["masked"], result["completions"]), said
+        return (inpainting_image(result["image"], result["masked"], result["completions"]),
+                conditional_nll_text(result, run.model.name))
 
     title.change(lambda t: completion_status(find_run(runs, t)), title, status, api_visibility="private")
     button.click(one_line_errors(fill), [title, source, index, sketch, mask, n, seed, label], [picture, summary],

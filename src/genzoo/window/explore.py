@@ -51,7 +51,7 @@ from genzoo.figures.model import (
 from genzoo.models.base import GenerativeModel
 from genzoo.models.registry import load_run
 from genzoo.nn.mode import eval_mode
-from genzoo.window.run_view import RunView, open_runs
+from genzoo.window.run_view import KIND_WORDS, RunView, open_runs
 
 MAX_SAMPLES = 64  # draws per request: one grid the page shows at once
 MAX_STEPS = 1000  # sampling steps per request (a diffusion model's full chain)
@@ -62,10 +62,6 @@ INK_FRACTION = 20 / 28  # MNIST centres each digit's 20x20 box in a 28x28 frame
 LATENT_SLIDERS = 10  # latent dimensions offered, the most active first, as the traversal figure
 ACTIVITY_EXAMPLES = 1000  # test examples whose codes rank the latent dimensions (a variance: a subset suffices)
 INTERPOLATION_PATHS = ("linear", "spherical")
-# A likelihood's kind in words, as the density tab reports it beside the NLL (whose sign is flipped).
-KIND_WORDS = {"exact": "exact", "lower_bound": "upper bound (from a lower bound on log p)",
-              "estimate": "estimate, not a bound", "numerical": "numerical (normalised on a grid)",
-              "unavailable": "unavailable"}
 
 
 @dataclass(eq=False)  # identity hash: the per-run caches below key on the object

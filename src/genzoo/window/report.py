@@ -22,13 +22,11 @@ from genzoo import __version__, checkpoint
 from genzoo.bench.records import RESULTS_FILE, import_run, metrics_record, read_results
 from genzoo.bench.tables import Table, default_view, select, table
 from genzoo.evaluate.likelihood import format_metrics
-from genzoo.window.run_view import RunView, open_runs
+from genzoo.window.run_view import KIND_WORDS, RunView, open_runs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NUMBER = ' class="number"'  # a right-aligned table cell
 LONG_LIST = 12  # a recorded list longer than this (a latent unit's activity per dimension) is shown in part
-KIND_WORDS = {"exact": "exact", "lower_bound": "bound (NLL is an upper bound)", "estimate": "estimate, not a bound",
-              "numerical": "numerical (normalised on a grid)", "sample": "sample quality", "diagnostic": "diagnostic"}
 
 STYLE = """
 body { font-family: ui-sans-serif, system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 1em 2em;
@@ -191,23 +189,25 @@ def comparison_section(runs: list[RunView]) -> str:
             records.append(import_run(run.path))
         except ValueError as e:
             left_out.append(str(e))
-    parts = ["<h2>Comparison</h2>"]
-    for dataset in sorted({r["dataset"] for r in records}):
-        rows = select(records, data=[dataset])
-        parts.append(f"<h3>{escape(dataset)}</h3>" + table_html(table(rows, default_view(rows))))
+    parts = ["<h2>Comparison</h2>", dataset_tables(records, sorted({r["dataset"] for r in records}))]
     parts += [f'<p class="warning">Not compared: {escape(reason)}</p>' for reason in left_out]
     return "\n".join(parts)
 
 
 def bench_section(records: list[dict], datasets: list[str]) -> str:
     """The results file's rows of the runs' datasets (the leaderboard these runs sit in)."""
-    parts = ["<h2>Bench results</h2>"]
+    return "<h2>Bench results</h2>\n" + dataset_tables(records, datasets)
+
+
+def dataset_tables(records: list[dict], datasets: list[str]) -> str:
+    """A heading and the default view's table of the latest ``records`` of each of ``datasets``."""
+    parts = []
     for dataset in datasets:
         rows = select(records, data=[dataset])
         if rows:
             parts.append(f"<h3>{escape(dataset)}</h3>" + table_html(table(rows, default_view(rows))))
         else:
-            parts.append(f"<p>The results file has no rows for {escape(dataset)}.</p>")
+            parts.append(f"<p>The results have no rows for {escape(dataset)}.</p>")
     return "\n".join(parts)
 
 

@@ -33,6 +33,13 @@ FIGURES = (
 )
 
 
+# What each kind of reported number is, in words: a likelihood's kind (``LIKELIHOOD_KINDS``), and the kinds a
+# results record gives other metrics. The report's metrics tables and the app's density tab both say it so.
+KIND_WORDS = {"exact": "exact", "lower_bound": "upper bound (from a lower bound on log p)",
+              "estimate": "estimate, not a bound", "numerical": "numerical (normalised on a grid)",
+              "unavailable": "unavailable", "sample": "sample quality", "diagnostic": "diagnostic"}
+
+
 class NotARun(ValueError):
     """A directory given as a run is not one that ``genzoo train`` wrote."""
 
