@@ -161,17 +161,18 @@ def test_bench_rows_of_the_runs_dataset(vae_run, tmp_path, cli):
     assert any(row and row[0] == "vae" and row[1] == "latent" for row in page.rows)
 
 
-@pytest.mark.parametrize("case", ["not a run", "no such directory", "empty bench"])
+@pytest.mark.parametrize("case", ["not a run", "no such directory", "empty bench", "no output directory"])
 def test_bad_input_is_one_line(case, vae_run, tmp_path, cli):
     args = {"not a run": [tmp_path], "no such directory": [tmp_path / "missing"],
-            "empty bench": [vae_run, "--bench", tmp_path]}[case]
-    code, _, err = cli("report", *args, "--out", tmp_path / "page.html")
+            "empty bench": [vae_run, "--bench", tmp_path], "no output directory": [vae_run]}[case]
+    out = tmp_path / ("missing" if case == "no output directory" else "") / "page.html"
+    code, _, err = cli("report", *args, "--out", out)
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("genzoo: error: ")
     assert {"not a run": "not a genzoo run directory", "no such directory": "not a directory",
-            "empty bench": "no results file"}[case] in lines[0]
-    assert not (tmp_path / "page.html").exists()
+            "empty bench": "no results file", "no output directory": "does not exist"}[case] in lines[0]
+    assert not out.exists()
 
 
 def test_chromium_draws_the_report_without_the_network(vae_run, chromium, tmp_path):

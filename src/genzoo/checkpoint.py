@@ -48,6 +48,9 @@ def eval_file(split: str, limit: int | None = None) -> str:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
     path = Path(path)
+    if not path.parent.is_dir():  # say so before the temporary file's name shows up in an OSError
+        raise CheckpointError(f"cannot write {path}: the directory {path.parent} does not exist; create it or "
+                              "give a path in an existing directory")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
