@@ -1,10 +1,12 @@
 """The deep EBM as a model: its replay buffer resumes bit for bit, divergence stops training with the last
 good checkpoint kept, its 2-D density integrates to 1, and Langevin sampling and completion work where the
-caller holds no_grad. The Langevin and score-matching mathematics: tests/test_langevin.py and
+caller holds no_grad. The noise-conditional energy starts as the exact energy of noisy Gaussian data, and the
+issue's commands run it through the CLI. The Langevin and score-matching mathematics: tests/test_langevin.py and
 tests/test_score_matching.py."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -16,7 +18,10 @@ from genzoo.data.core import DataInfo
 from genzoo.data.toy2d import get_toy2d
 from genzoo.distributions.grid import grid_points, log_cell_area
 from genzoo.models.energy.langevin import langevin
+from genzoo.models.energy.score_matching import score
 from genzoo.models.registry import build_model, load_run
+from genzoo.nn.denoisers import MLPDenoiser, UNet
+from genzoo.nn.energies import DenoiserEnergy
 from genzoo.train import TrainingDiverged, train
 from genzoo.train.config import train_config
 
@@ -143,7 +148,65 @@ def test_the_langevin_settings_follow_the_data_kind():
     assert (build_model("ebm", DIGITS).buffer_size, build_model("ebm", MOONS).buffer_size) == (0, 10_000)
 
 
+@pytest.mark.parametrize("denoiser, shape", [(UNet((1, 8, 8), 1, 8, (1, 2), 1, (0,)), (1, 8, 8)),
+                                            (MLPDenoiser(2, 1, 16, 2), (2,))])
+def test_a_fresh_noise_conditional_energy_is_the_noisy_gaussians(denoiser, shape):
+    # F = 0 (zero output layer): E(x, sigma) = |x - c|^2 / (2 (sigma^2 + s_d^2)), the energy of N(c, s_d^2 I) blurred
+    energy = DenoiserEnergy(denoiser, 0.01, 1.0, sigma_data=0.5, center=0.3)
+    x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(0))
+    def score_at(value: float) -> torch.Tensor:
+        sigma = torch.full((5,), value)
+        return score(lambda v: energy(v, sigma), x, create_graph=False)
+
+    for value in (0.01, 0.2, 1.0):
+        torch.testing.assert_close(score_at(value), -(x - 0.3) / (value**2 + 0.25))
+    with torch.no_grad():  # a trained network's F moves the score away from the Gaussian's
+        for p in denoiser.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    assert not torch.allclose(score_at(1.0), -(x - 0.3) / 1.25)
+
+
+def test_a_noise_conditional_energy_trains_by_dsm_and_samples_through_its_levels():
+    model = small_ebm(DIGITS, objective="dsm", noise_levels=3, sigma=0.05, channels=8, channel_mult=(1, 2),
+                      sample_steps=7)
+    torch.testing.assert_close(model.sigmas, torch.tensor([1.0, math.sqrt(0.05), 0.05], dtype=torch.float64))
+    out = model.loss(torch.rand(6, 1, 8, 8))
+    out["loss"].mean().backward()
+    assert out["loss"].shape == (6,) and out["gradient_rms"].shape == (6,)
+    assert all(p.grad is not None for p in model.energy_net.parameters())
+    x = torch.rand(4, 1, 8, 8)
+    observed = torch.zeros(8, 8, dtype=torch.bool)
+    observed[:4] = True
+    with torch.no_grad():
+        samples = model.generate(4, generator=torch.Generator().manual_seed(0))
+        completed = model.complete(x, observed, generator=torch.Generator().manual_seed(0))
+        (title, chain), = model.sampling_chain(3, 4, torch.Generator().manual_seed(0)).items()
+    assert samples.shape == (4, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+    assert torch.equal(completed[..., :4, :], x[..., :4, :]) and not torch.equal(completed[..., 4:, :], x[..., 4:, :])
+    assert chain.shape[:2] == (3, 4) and "annealed Langevin" in title and "then denoised" in title
+    assert torch.equal(chain[:, -1], model.generate(3, generator=torch.Generator().manual_seed(0)))
+    assert model.log_likelihood(x).kind == "unavailable"
+
+
+def test_the_issues_commands_run_a_noise_conditional_energy(cli, tmp_path):
+    run = tmp_path / "run"
+    settings = ("objective=dsm", "noise_levels=3", "channels=8", "channel_mult=1,2", "sample_steps=3")
+    code, _, err = cli("train", "ebm", "--data", "digits", *[a for s in settings for a in ("--set", s)], "--max-steps",
+                       "2", "--batch-size", "16", "--eval-metrics", "fd", "--eval-draws", "0", "--out", run)
+    assert code == 0, err
+    assert json.loads((run / checkpoint.METRICS_FILE).read_text())["fd"] > 0
+    code, _, err = cli("sample", run, "--n", "8", "--sampler", "langevin", "--steps", "6", "--out",
+                       tmp_path / "samples.png")
+    assert code == 0 and (tmp_path / "samples.png").exists(), err
+    code, _, err = cli("inpaint", run, "--image-index", "0", "--mask", "bottom-half", "--n", "4",
+                       "--out", tmp_path / "inpaint.png")
+    assert code == 0 and (tmp_path / "inpaint.png").exists(), err
+
+
 @pytest.mark.parametrize("options, message", [
+    ({"objective": "cd", "noise_levels": 4},
+     "noise_levels=4 trains a noise-conditional energy by denoising score matching: use --set objective=dsm"),
+    ({"objective": "dsm", "noise_levels": 4, "sigma": 2.0}, "from sigma_max=1 down to sigma=2; sigma must be the smaller"),
     ({"objective": "nce"}, "objective='nce' is not one of cd, ssm, dsm"),
     ({"reinit": 1.5}, r"reinit=1.5 must lie in \[0, 1\]"),
     ({"langevin_steps": 0}, "langevin_steps=0 must be > 0"),

@@ -10,6 +10,9 @@
 - clamped Langevin keeps the observed entries exactly and samples the conditional Gaussian in the free ones;
   bounds hold; the same seed gives the same chain; an energy network's parameters get no .grad and the sampler
   runs under torch.no_grad();
+- annealed Langevin on the Gaussian's noisy energies E(x, sigma) (data N(m, P^{-1}) blurred by N(0, sigma^2 I))
+  ends at the last level's exact ULA law, and its denoising step is Tweedie's linear map of it; completion keeps the
+  observed entries exactly;
 - bad arguments fail with one line each.
 
 Monte Carlo checks compare within 4 standard errors under fixed seeds (so they are deterministic); exact
@@ -27,7 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from genzoo.models.energy.langevin import (
+    annealed_langevin,
     energy_and_gradient,
+    geometric_sigmas,
     langevin,
     langevin_stationary_covariance,
 )
@@ -276,3 +281,85 @@ def test_an_energy_reduced_over_the_batch_is_refused():
 def test_bad_arguments_fail_with_one_line(arguments, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         langevin(gaussian_energy, torch.zeros(2, 2, dtype=F64), **arguments)
+
+
+# --- annealed Langevin ------------------------------------------------------------------------------------------
+@functools.cache
+def noisy_precision(sigma: float) -> Tensor:
+    """(C + sigma^2 I)^{-1}, C = P^{-1}: the precision of the data N(m, C) blurred by N(0, sigma^2 I)."""
+    return torch.linalg.inv(torch.linalg.inv(PRECISION) + sigma**2 * torch.eye(2, dtype=F64))
+
+
+def noisy_gaussian_energy(x: Tensor, sigma: Tensor) -> Tensor:
+    """E(x, sigma) = 1/2 (x - m)^T (C + sigma^2 I)^{-1} (x - m): (B,) for x (B, 2), sigma (B,) one level."""
+    assert (sigma == sigma[0]).all()  # annealed Langevin runs a whole batch at one level
+    d = x - MEAN
+    return 0.5 * ((d @ noisy_precision(float(sigma[0]))) * d).sum(1)
+
+
+def test_annealed_langevin_ends_at_the_last_levels_ula_law_and_denoises_by_tweedie():
+    sigmas = geometric_sigmas(3.0, 0.3, 6)
+    step = 0.1  # alpha at the last level: h = 0.05 there, larger at the noisier levels
+    start = 3 * torch.randn(CHAINS, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    seen = []
+    raw = annealed_langevin(noisy_gaussian_energy, start, sigmas, 100, step, denoise=False,
+                            generator=torch.Generator().manual_seed(1), callback=lambda i, x: seen.append(i))
+    assert seen == list(range(6))
+    last = noisy_precision(0.3)
+    target = langevin_stationary_covariance(last, step / 2)  # ULA at h = alpha / 2, noise sqrt(alpha)
+    errors = covariance_standard_errors(target, CHAINS)
+    assert ((sample_covariance(raw) - target).abs() < 4 * errors).all()
+    assert ((raw.mean(0) - MEAN).abs() < 4 * (target.diagonal() / CHAINS).sqrt()).all()
+    # the same chains, then Tweedie's step x - sigma_L^2 P_L (x - m): a linear map A of the raw samples
+    denoised = annealed_langevin(noisy_gaussian_energy, start, sigmas, 100, step,
+                                 generator=torch.Generator().manual_seed(1))
+    a = torch.eye(2, dtype=F64) - 0.3**2 * last
+    torch.testing.assert_close(denoised, MEAN + (raw - MEAN) @ a.T, rtol=0, atol=1e-12)
+
+
+def test_annealed_steps_are_a_constant_share_of_each_levels_noise():
+    calls = []
+
+    def recording_energy(x: Tensor, sigma: Tensor) -> Tensor:
+        calls.append(float(sigma[0]))
+        return 0.0 * x.sum(1)  # flat: each step moves x by its noise alone, sqrt(alpha_i) eps
+
+    sigmas = geometric_sigmas(1.0, 0.01, 3)
+    torch.testing.assert_close(sigmas, torch.tensor([1.0, 0.1, 0.01], dtype=F64))
+    x = torch.zeros(4000, 1, dtype=F64)
+    levels = []
+    annealed_langevin(recording_energy, x, sigmas, 1, 0.5, denoise=False, generator=torch.Generator().manual_seed(2),
+                      callback=lambda i, x: levels.append(x.clone()))
+    moves = [levels[0], levels[1] - levels[0], levels[2] - levels[1]]
+    for move, sigma in zip(moves, sigmas.tolist()):  # alpha_i = 0.5 sigma_i^2 / sigma_L^2, noise sqrt(alpha_i)
+        assert move.std().item() == pytest.approx(math.sqrt(0.5) * sigma / 0.01, rel=0.05)
+    assert calls == [1.0, 0.1, 0.01]
+
+
+def test_annealed_completion_keeps_the_observed_entries_exactly():
+    known = torch.tensor([[5.0, 0.0]] * 4000, dtype=F64)
+    observed = torch.tensor([True, False])
+    start = torch.randn(4000, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
+    out = annealed_langevin(noisy_gaussian_energy, start, geometric_sigmas(2.0, 0.2, 4), 300, 0.05, known=known,
+                            observed=observed, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(out[:, 0], known[:, 0])
+    # at the last level x2 samples x2 | x1~ under precision Q = P_L, with x1~ = 5 + 0.2 eps (mean 5): mean
+    # m2 - (Q12 / Q22) d, d = 5 - m1; the denoising step x2 - 0.2^2 (Q21 d + Q22 (x2 - m2)) is linear, so its mean is
+    q, d = noisy_precision(0.2), 5.0 - 1.0
+    conditional = -2.0 - q[0, 1] / q[1, 1] * d
+    expected = conditional - 0.2**2 * (q[1, 0] * d + q[1, 1] * (conditional + 2.0))
+    assert out[:, 1].mean().item() == pytest.approx(expected.item(), abs=4 * (1 / q[1, 1] / 4000).sqrt().item())
+    assert abs(expected.item() + 5.2) < 0.3  # near the clean data's E[x2 | x1 = 5] = -2 - 0.8 * 4
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"steps_per_level": 0}, "annealed_langevin: steps_per_level must be >= 1, got 0"),
+    ({"known": torch.zeros(2, 2)}, "annealed_langevin: completion needs both known and observed"),
+])
+def test_annealed_langevin_refuses_bad_arguments_in_one_line(arguments, message):
+    options = {"steps_per_level": 3, **arguments}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        annealed_langevin(noisy_gaussian_energy, torch.zeros(2, 2, dtype=F64), geometric_sigmas(1, 0.1, 2),
+                          options.pop("steps_per_level"), 0.1, **options)
+    with pytest.raises(ValueError, match="^geometric_sigmas: needs 0 < sigma_min <= sigma_max"):
+        geometric_sigmas(0.1, 1.0, 3)

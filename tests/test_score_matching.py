@@ -9,6 +9,8 @@
   maximum-likelihood estimate (sample mean, biased sample covariance) with the value -tr(C_hat^{-1}) / 2; fitting
   by exact SM reaches that estimate to 1e-6, by sliced SM and SSM-VR to their Monte Carlo error, and by DSM with
   sigma = 0.5 the blurred covariance C_hat + sigma^2 I (its known bias);
+- noise-conditional DSM with the exact noisy energy of Gaussian data has its closed-form mean at every level, and
+  fitting a noise-conditional Gaussian by it recovers C_hat itself: knowing sigma removes one level's bias;
 - every loss is per-example, differentiable in the network's parameters, the same under torch.no_grad(), and
   leaves the data alone; bad arguments fail with one line each.
 
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 from genzoo.models.energy.score_matching import (
     denoising_score_matching_loss,
     exact_score_matching_loss,
+    noise_conditional_dsm_loss,
     score,
     sliced_score_matching_loss,
 )
@@ -92,9 +95,10 @@ def gaussian_data(n: int = 4000, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]
     return x, x.mean(0), centred.T @ centred / n
 
 
-def fit(loss: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> GaussianEnergy:
-    """The Gaussian model minimising mean loss(model, x), by L-BFGS from mu = 0, L = I."""
-    model = GaussianEnergy()
+def fit(loss: Callable[[nn.Module, Tensor], Tensor], x: Tensor, model: GaussianEnergy | None = None) -> GaussianEnergy:
+    """The Gaussian model (by default a ``GaussianEnergy``) minimising mean loss(model, x), by L-BFGS from mu = 0,
+    L = I."""
+    model = GaussianEnergy() if model is None else model
     optimizer = torch.optim.LBFGS(model.parameters(), max_iter=200, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-12, tolerance_change=1e-14)
 
@@ -221,6 +225,39 @@ def test_denoising_score_matching_learns_the_covariance_blurred_by_its_noise():
     torch.testing.assert_close(model.mu.detach(), mean, rtol=0, atol=0.04)
 
 
+class NoisyGaussianEnergy(GaussianEnergy):
+    """E(x, sigma) = 1/2 (x - mu)^T (S + sigma^2 I)^{-1} (x - mu), S = (L L^T)^{-1}: the model's Gaussian blurred by
+    N(0, sigma^2 I), (B,) for x (B, 2) and sigma (B,)."""
+
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        blurred = self.covariance() + sigma[:, None, None] ** 2 * torch.eye(2, dtype=F64)  # (B, 2, 2)
+        d = x - self.mu
+        return 0.5 * (d * torch.linalg.solve(blurred, d)).sum(-1)
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.5, 2.0])
+def test_noise_conditional_dsm_of_the_exact_noisy_energy_is_its_closed_form(sigma):
+    x = gaussian_data(n=100_000, seed=3)[0]
+    model = NoisyGaussianEnergy()
+    factor = torch.linalg.cholesky(torch.linalg.inv(DATA_COVARIANCE))  # the true model: S = C
+    with torch.no_grad():
+        model.mu.copy_(DATA_MEAN)
+        model.raw.copy_(torch.tril(factor, -1) + torch.diag(factor.diagonal().log()))
+    values = noise_conditional_dsm_loss(model, x, sigma, sigma, torch.Generator().manual_seed(4)).detach()
+    # s = -(C + sigma^2 I)^{-1} (x~ - m), so E 1/2 ||sigma s + eps||^2 = 1/2 tr(C (C + sigma^2 I)^{-1})
+    closed_form = 0.5 * torch.trace(DATA_COVARIANCE @ torch.linalg.inv(DATA_COVARIANCE + sigma**2 * torch.eye(2, dtype=F64)))
+    assert abs(values.mean() - closed_form) < 4 * values.std() / math.sqrt(len(values))
+
+
+def test_noise_conditional_dsm_recovers_the_data_covariance_without_the_blur():
+    x, mean, covariance = gaussian_data()
+    repeated = x.repeat(10, 1)  # ten (sigma, noise) draws per point: (40,000, 2)
+    model = fit(lambda e, x: noise_conditional_dsm_loss(e, x, 0.05, 1.0, torch.Generator().manual_seed(8)), repeated,
+                NoisyGaussianEnergy())
+    assert (model.covariance().detach() - covariance).abs().max() < 0.06  # Monte Carlo error, as DSM's test
+    torch.testing.assert_close(model.mu.detach(), mean, rtol=0, atol=0.04)
+
+
 # --- gradients, no_grad, arguments ----------------------------------------------------------------------------
 LOSSES = {
     "exact": lambda e, x: exact_score_matching_loss(e, x),
@@ -252,6 +289,8 @@ def test_bad_arguments_fail_with_one_line():
     for sigma in (0.0, -1.0):
         with pytest.raises(ValueError, match=f"^denoising_score_matching_loss: sigma must be > 0, got {sigma}$"):
             denoising_score_matching_loss(energy, x, sigma)
+    with pytest.raises(ValueError, match="^noise_conditional_dsm_loss: needs 0 < sigma_min <= sigma_max, got 1.0, 0.5$"):
+        noise_conditional_dsm_loss(lambda z, s: energy(z), x, 1.0, 0.5)
     with pytest.raises(ValueError, match="^sliced_score_matching_loss: projections must be >= 1, got 0$"):
         sliced_score_matching_loss(energy, x, 0)
     message = "an energy must map x (3, 2) to per-example energies (3,): got (3, 1)"

@@ -14,7 +14,12 @@ Three objectives (``objective``):
   the L2 penalty on energies of Du & Mordatch keeping both near 0.
 - ``ssm``: sliced score matching (Song et al. 2019) on the score s(x) = -dE/dx: no sampling in training.
 - ``dsm``: denoising score matching (Vincent 2011) at noise ``sigma``: it fits the score of the data
-  convolved with N(0, sigma^2 I), a known bias.
+  convolved with N(0, sigma^2 I), a known bias. With ``noise_levels`` L > 1 the energy is noise-conditional,
+  E(x, sigma) on a denoising U-Net (images) or residual MLP (vectors) (``nn.energies.DenoiserEnergy``),
+  fitted at every sigma from ``sigma_max`` down to ``sigma`` (Song & Ermon 2019), and sampled by annealed
+  Langevin dynamics through L levels with a final denoising step (``langevin.annealed_langevin``). The
+  bias of one sigma then shrinks to the smallest level's, and the chains cross between modes at the large
+  levels, which a single energy's chains from noise cannot do in a few hundred steps.
 
 Langevin steps are x <- x - step_size * dE/dx + sqrt(2 step_size temperature) * noise, which targets
 exp(-E(x) / temperature); temperature 1 is exact. On images, Du & Mordatch's step 10 with noise 0.005
@@ -27,7 +32,8 @@ last good checkpoint kept.
 
 Likelihood: on 2-D data, log Z by the midpoint rule over the dataset's box (``log_partition``),
 ``numerical``; on images none: Z over hundreds of dimensions has no estimate here that is a bound or
-reliable, so the sample metrics judge the model.
+reliable, so the sample metrics judge the model. A noise-conditional energy's density is exp(-E(x, sigma))
+at the smallest level: the data blurred by N(0, sigma^2 I).
 """
 
 from __future__ import annotations
@@ -52,12 +58,19 @@ from genzoo.models.base import (
     check_choice,
     check_positive,
 )
-from genzoo.models.energy.langevin import energy_and_gradient, langevin
+from genzoo.models.energy.langevin import (
+    annealed_langevin,
+    energy_and_gradient,
+    geometric_sigmas,
+    langevin,
+)
 from genzoo.models.energy.score_matching import (
     denoising_score_matching_loss,
+    noise_conditional_dsm_loss,
     sliced_score_matching_loss,
 )
-from genzoo.nn.energies import ConvEnergy, MLPEnergy
+from genzoo.nn.denoisers import MLPDenoiser, UNet
+from genzoo.nn.energies import ConvEnergy, DenoiserEnergy, MLPEnergy
 
 OBJECTIVES = ("cd", "ssm", "dsm")
 GRID_RESOLUTION = 512  # cells per side of the grid that normalises a 2-D density
@@ -66,7 +79,7 @@ GRID_RESOLUTION = 512  # cells per side of the grid that normalises a 2-D densit
 @dataclass
 class EBMConfig(ModelConfig):
     objective: str = "cd"  # cd (Langevin negatives) | ssm (sliced score matching) | dsm (denoising score matching)
-    channels: int = 16  # width of the convolutional energy (images): 16, 32 and 64 channels
+    channels: int = 16  # width of the convolutional energy (images): 16, 32 and 64 channels; a U-Net's base width
     hidden_dim: int = 128  # width of the MLP energy (vectors)
     num_hidden_layers: int = 3  # its layers
     # Langevin dynamics (training negatives of cd, and sampling). None: by the data's kind
@@ -78,7 +91,12 @@ class EBMConfig(ModelConfig):
     buffer_size: int | None = None  # replay buffer of cd; 0: short-run chains from noise (default: images 0, vectors 10,000)
     reinit: float = 0.05  # probability that a chain starts from noise instead of the buffer
     energy_penalty: float | None = None  # weight of the L2 penalty on energies, cd (default: images 1, vectors 0.1)
-    sigma: float = 0.1  # noise of dsm
+    sigma: float = 0.1  # noise of dsm (with noise_levels > 1: the smallest level)
+    noise_levels: int = 1  # dsm: 1, one energy at sigma; L > 1, a noise-conditional energy, annealed Langevin over L levels
+    sigma_max: float = 1.0  # the largest level of a noise-conditional energy
+    sigma_data: float | None = None  # its preconditioning's data scale (default: images 0.5, vectors 1)
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # a noise-conditional energy's U-Net: widths per level, in units of channels
+    blocks: int = 1  # and residual blocks per level
     projections: int = 1  # random projections per example of ssm
     max_energy: float = 1e4  # |energy| above this on average: diverged
     max_gradient: float = 1e6  # RMS of dE/dx per dimension above this: diverged
@@ -86,7 +104,17 @@ class EBMConfig(ModelConfig):
     def validate(self, info: DataInfo) -> None:
         check_choice(self, "objective", OBJECTIVES)
         check_positive(self, "channels", "hidden_dim", "num_hidden_layers", "sigma", "projections", "max_energy",
-                       "max_gradient")
+                       "max_gradient", "noise_levels", "sigma_max", "blocks")
+        if self.sigma_data is not None:
+            check_positive(self, "sigma_data")
+        if self.noise_levels > 1 and self.objective != "dsm":
+            raise ValueError(f"EBMConfig.noise_levels={self.noise_levels} trains a noise-conditional energy by "
+                             f"denoising score matching: use --set objective=dsm (or noise_levels=1 with {self.objective})")
+        if self.noise_levels > 1 and not self.sigma < self.sigma_max:
+            raise ValueError(f"EBMConfig: the noise levels run from sigma_max={self.sigma_max:g} down to "
+                             f"sigma={self.sigma:g}; sigma must be the smaller")
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"EBMConfig.channel_mult={self.channel_mult!r} needs one positive multiplier per level")
         for name in ("langevin_steps", "langevin_step", "langevin_temperature", "sample_steps"):
             if getattr(self, name) is not None:
                 check_positive(self, name)
@@ -121,16 +149,23 @@ class KindDefaults:
 KIND_DEFAULTS = {"image": KindDefaults(0, 40, 10.0, 0.005**2 / 20, 0.01, 1.0, 20),
                  "vector": KindDefaults(10_000, 20, 0.01, 1.0, 0.0, 0.1, 100)}
 SHORT_RUN_SAMPLE_MULTIPLE = 5  # a short-run model's own chain, run on: MNIST FD 316 at 200 steps, 370 at 40
+# annealed Langevin: step_size = ANNEALED_STEP sigma_min^2, alpha_i / sigma_i^2 = ANNEALED_STEP at every level
+# (Song & Ermon's 2e-5 at sigma_min 0.01 is 0.2 with 100 steps a level), and this many steps a level
+ANNEALED_STEP = 0.2
+MONITORED = 8  # examples whose dE/dx a noise-conditional energy's divergence check reads
+ANNEALED_STEPS_PER_LEVEL = 10
 
 
 class EBM(GenerativeModel):
     name = "ebm"
-    description = "deep energy-based model: Langevin contrastive divergence with a replay buffer, or score matching"
+    description = ("deep energy-based model: Langevin contrastive divergence with a replay buffer, score matching, or a "
+                   "noise-conditional energy with annealed Langevin")
     Config = EBMConfig
     family = "energy"
     value_types = ("discrete", "continuous")
     capabilities = frozenset({"chain", "complete", "input_gradients"})
-    samplers = (SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform noise"),)
+    samplers = (SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform noise; with noise_levels > 1, "
+                            "annealed through the levels (the steps spread evenly over them), then denoised"),)
     # Du & Mordatch train with Adam betas (0, 0.999): no momentum on a gradient whose negatives change every step
     training_defaults: ClassVar[dict] = {"lr": {"image": 3e-4, "vector": 1e-3}, "betas": (0.0, 0.999),
                                          "batch_size": {"image": 64, "vector": 128}}
@@ -149,8 +184,19 @@ class EBM(GenerativeModel):
         self.gradient_clamp = setting("langevin_clip")
         multiple = defaults.sample_multiple if self.buffer_size else SHORT_RUN_SAMPLE_MULTIPLE
         self.sample_steps = config.sample_steps or multiple * self.langevin_steps
-        self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
-                           else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
+        self.annealed = config.noise_levels > 1
+        if self.annealed:
+            self.step_size = config.langevin_step or ANNEALED_STEP * config.sigma**2
+            self.sample_steps = config.sample_steps or ANNEALED_STEPS_PER_LEVEL * config.noise_levels
+            self.sigmas = geometric_sigmas(config.sigma_max, config.sigma, config.noise_levels)
+            denoiser = (UNet(info.shape, 1, config.channels, config.channel_mult, config.blocks, (0,), dropout=0.0)
+                        if kind == "image" else MLPDenoiser(info.dim, 1, config.hidden_dim, config.num_hidden_layers))
+            self.center = 0.5 if kind == "image" else 0.0
+            sigma_data = config.sigma_data or (0.5 if kind == "image" else 1.0)
+            self.energy_net = DenoiserEnergy(denoiser, config.sigma, config.sigma_max, sigma_data, self.center)
+        else:
+            self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
+                               else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
         # the replay buffer (buffer_size, *shape): training state, saved with the optimizer, not with the weights
         self.register_buffer("replay", self.noise(self.buffer_size, torch.Generator().manual_seed(0)),
                              persistent=False)
@@ -182,7 +228,9 @@ class EBM(GenerativeModel):
         return EvalDefaults(steps=self.sample_steps, samples=1000 if self.info.kind == "image" else None)
 
     def energy(self, x: Tensor) -> Tensor:
-        """E(x) (B,) of inputs (B, *shape)."""
+        """E(x) (B,) of inputs (B, *shape); a noise-conditional energy's at its smallest level."""
+        if self.annealed:
+            return self.energy_net(x, torch.full((len(x),), self.config.sigma, device=x.device, dtype=x.dtype))
         return self.energy_net(x)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -210,6 +258,9 @@ class EBM(GenerativeModel):
         objective = self.config.objective
         if objective == "ssm":
             return {"loss": sliced_score_matching_loss(self.energy, x, self.config.projections), **self.monitor(x)}
+        if objective == "dsm" and self.annealed:
+            loss = noise_conditional_dsm_loss(self.energy_net, x, self.config.sigma, self.config.sigma_max)
+            return {"loss": loss, **self.monitor(x[:MONITORED])}  # a U-Net's extra pass on every example costs 20%
         if objective == "dsm":
             return {"loss": denoising_score_matching_loss(self.energy, x, self.config.sigma), **self.monitor(x)}
         negatives = self.negatives(len(x))  # (B, *shape), no graph
@@ -288,7 +339,26 @@ class EBM(GenerativeModel):
         steps = self.sample_steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"ebm: --steps {steps}: a Langevin chain needs at least 1 step")
+        if self.annealed:
+            return self.run_annealed(self.annealed_start(n, generator), steps, generator)
         return self.run_langevin(self.noise(n, generator), steps, generator, final_noise=False)
+
+    def annealed_start(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Chain starts (n, *shape) of annealed Langevin: N(center, (sigma_max^2 + s_d^2) I), the energy of the
+        largest level before training, near which that level's trained energy stays."""
+        spread = math.hypot(self.config.sigma_max, self.energy_net.sigma_data)
+        return self.center + spread * draw(torch.randn, (n, *self.info.shape), generator, self.device, self.dtype)
+
+    def run_annealed(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
+                     known: Tensor | None = None, observed: Tensor | None = None, callback=None) -> Tensor:
+        """Annealed Langevin from x (B, *shape): ``steps`` in all, spread evenly over the levels (at least one
+        each), then the denoising step; clamped to ``bounds`` (images: [0, 1]) at the end."""
+        if self.info.kind == "image":
+            x = x.contiguous(memory_format=torch.channels_last)
+        per_level = max(1, math.ceil(steps / len(self.sigmas)))
+        x = annealed_langevin(self.energy_net, x, self.sigmas, per_level, self.step_size, known=known,
+                              observed=observed, generator=generator, callback=callback)
+        return x.clamp(*self.bounds) if self.bounds is not None else x
 
     def complete(self, x: Tensor, observed: Tensor, labels: Tensor | None = None,
                  generator: torch.Generator | None = None, sampler: str | None = None,
@@ -300,12 +370,28 @@ class EBM(GenerativeModel):
             raise ValueError(f"ebm completes images by clamped Langevin dynamics ('langevin'), not {sampler!r}")
         self.check_input(x)
         keep = observed.to(x.device).expand_as(x)
-        start = torch.where(keep, x, self.noise(len(x), generator))
         steps = self.sample_steps if steps is None else steps
+        if self.annealed:
+            return self.run_annealed(self.annealed_start(len(x), generator), steps, generator, known=x, observed=keep)
+        start = torch.where(keep, x, self.noise(len(x), generator))
         return self.run_langevin(start, steps, generator, observed=keep, final_noise=False)
 
     def sampling_chain(self, n: int, snapshots: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """The chains at ``snapshots`` step counts spaced evenly in log scale from 1 to ``sample_steps``."""
+        """The chains at ``snapshots`` step counts spaced evenly in log scale from 1 to ``sample_steps``; annealed,
+        after evenly spaced levels, the last the denoised sample."""
+        if self.annealed:
+            levels = len(self.sigmas)
+            keep = {round(k * (levels - 1) / max(1, snapshots - 2)) for k in range(max(1, snapshots - 1))}
+            states: list[Tensor] = []
+
+            def record(level: int, x: Tensor) -> None:
+                if level in keep:
+                    states.append(x.clamp(*self.bounds) if self.bounds is not None else x)
+
+            states.append(self.run_annealed(self.annealed_start(n, generator), self.sample_steps, generator,
+                                            callback=record))
+            sigmas = ", ".join(f"{float(self.sigmas[k]):.2g}" for k in sorted(keep))
+            return {f"annealed Langevin after levels sigma = {sigmas}, then denoised": torch.stack(states, 1)}
         marks = sorted({round(math.exp(k * math.log(self.sample_steps) / max(1, snapshots - 1)))
                         for k in range(snapshots)})
         x, states, done = self.noise(n, generator), [], 0

@@ -25,6 +25,11 @@ m and its covariance to the solution of Sigma = (I - h P) Sigma (I - h P)^T + si
 finite only while h < 2 / lambda_max(P) (``langevin_stationary_covariance``): the bias to T P^{-1} is h T / 2 in
 every direction to first order, whatever P.
 
+Annealed Langevin dynamics (Song & Ermon, "Generative modeling by estimating gradients of the data distribution",
+NeurIPS 2019, arXiv:1907.05600) runs (1) on a noise-conditional energy E(x, sigma), the energy of the data blurred by
+N(0, sigma^2 I), through decreasing levels: a chain at a large sigma crosses between modes that the data's own
+energy separates by regions of near-zero density, and each level starts the next near its typical set.
+
 An energy maps a batch (B, *shape) to per-example energies (B,) and must treat examples independently (no batch
 norm in training mode): the gradient of E.sum() is then each example's own dE/dx. All noise comes from the
 ``generator`` passed in (``genzoo.distributions.numerics.draw``; None means the global RNG, the caller's choice).
@@ -41,6 +46,7 @@ from torch import Tensor
 from genzoo.distributions.numerics import draw
 
 Energy = Callable[[Tensor], Tensor]  # inputs (B, *shape) -> energies (B,)
+NoiseConditionalEnergy = Callable[[Tensor, Tensor], Tensor]  # (inputs (B, *shape), sigmas (B,)) -> energies (B,)
 
 
 def per_example_energy(energy: Energy, x: Tensor) -> Tensor:
@@ -136,3 +142,61 @@ def langevin_stationary_covariance(precision: Tensor, step_size: float, noise_st
                          f"{2 / lam.max().item():.3g}: the chain diverges")
     # (3) in P's eigenbasis: each direction is an AR(1) chain z' = (1 - h lam) z + sigma xi
     return vectors @ torch.diag(variance / (2 * step_size * lam - step_size**2 * lam**2)) @ vectors.T
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> Tensor:
+    """``levels`` noise levels (L,) float64 from sigma_max down to sigma_min, evenly spaced in log (Song & Ermon)."""
+    if not 0 < sigma_min <= sigma_max or levels < 1:
+        raise ValueError(f"geometric_sigmas: needs 0 < sigma_min <= sigma_max and levels >= 1, got {sigma_min}, "
+                         f"{sigma_max}, {levels}")
+    if levels == 1:
+        return torch.tensor([sigma_min], dtype=torch.float64)
+    return torch.logspace(math.log10(sigma_max), math.log10(sigma_min), levels, dtype=torch.float64)
+
+
+def annealed_langevin(energy: NoiseConditionalEnergy, x: Tensor, sigmas: Tensor, steps_per_level: int,
+                      step_size: float, *, known: Tensor | None = None, observed: Tensor | None = None,
+                      generator: torch.Generator | None = None, denoise: bool = True,
+                      callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """Annealed Langevin dynamics (Song & Ermon 2019, algorithm 1) from x (B, *shape) through the decreasing noise
+    levels ``sigmas`` (L,): at level i, ``steps_per_level`` steps of (1) on E(., sigma_i) with
+
+        h_i = alpha_i / 2,  noise sqrt(alpha_i),  alpha_i = step_size sigma_i^2 / sigma_L^2,                  (4)
+
+    so every level moves by the same share of its own noise (alpha_i / sigma_i^2 is constant). Then, with
+    ``denoise``, one step to the noisy data's posterior mean at the last level, Tweedie's formula
+
+        x <- x + sigma_L^2 s(x, sigma_L),  s = -dE/dx,                                                        (5)
+
+    which removes the last level's noise (Jolicoeur-Martineau et al. 2021, "Adversarial score matching and improved
+    sampling for image generation"; Song & Ermon 2020, "Improved techniques for training score-based generative
+    models"). Returns x (B, *shape), detached.
+
+    Completion: ``known`` (B, *shape) and ``observed`` (a bool mask broadcastable to x, True = kept) hold the
+    observed entries at known + sigma_i eps during level i, a draw of the observed part at that level's noise (Song &
+    Ermon's inpainting), and exactly at ``known`` in the result. ``callback(i, x)`` sees x after each level.
+    """
+    if steps_per_level < 1:
+        raise ValueError(f"annealed_langevin: steps_per_level must be >= 1, got {steps_per_level}")
+    if (known is None) != (observed is None):
+        raise ValueError("annealed_langevin: completion needs both known and observed")
+    last = float(sigmas[-1])
+    for i, sigma in enumerate(float(s) for s in sigmas):
+        level = torch.full((len(x),), sigma, device=x.device, dtype=x.dtype)
+        alpha = step_size * sigma**2 / last**2
+
+        def energy_at_level(v: Tensor, level: Tensor = level) -> Tensor:
+            return energy(v, level)
+
+        if known is not None:
+            noisy = known + sigma * draw(torch.randn, x.shape, generator, x.device, x.dtype)
+            x = torch.where(observed, noisy, x)
+        x = langevin(energy_at_level, x, steps_per_level, alpha / 2, math.sqrt(alpha), observed=observed,
+                     generator=generator)
+        if callback is not None:
+            callback(i, x)
+    if denoise:
+        level = torch.full((len(x),), last, device=x.device, dtype=x.dtype)
+        _, grad = energy_and_gradient(lambda v: energy(v, level), x)
+        x = x - last**2 * grad
+    return x if known is None else torch.where(observed, known, x)

@@ -32,6 +32,11 @@ For a Gaussian model E(x) = 1/2 (x - mu)^T P (x - mu), E_data J = -tr(P) + 1/2 t
 (m - mu) for data of mean m and covariance C; it is least at mu = m, P = C^{-1}: score matching gives the
 maximum-likelihood estimate (Hyvarinen 2005).
 
+Many noise levels (Song & Ermon, "Generative modeling by estimating gradients of the data distribution",
+NeurIPS 2019, arXiv:1907.05600): one noise-conditional energy E(x, sigma) fitted by (5) at every sigma of a range
+learns the score of the data blurred at each level, from nearly the data's (small sigma) to nearly a Gaussian's
+(large sigma); annealed Langevin dynamics (``langevin.annealed_langevin``) then samples through the levels.
+
 Every loss returns per-example values (B,) whose mean is minimised; each is differentiable with respect to the
 energy's parameters (the second derivatives are taken with create_graph=True) and works under the caller's
 ``torch.no_grad()`` too (validation losses). The energy must treat examples independently (``langevin.Energy``).
@@ -44,7 +49,11 @@ import torch
 from torch import Tensor
 
 from genzoo.distributions.numerics import draw
-from genzoo.models.energy.langevin import Energy, per_example_energy
+from genzoo.models.energy.langevin import (
+    Energy,
+    NoiseConditionalEnergy,
+    per_example_energy,
+)
 
 
 def _leaf_and_score(energy: Energy, x: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
@@ -108,3 +117,24 @@ def denoising_score_matching_loss(energy: Energy, x: Tensor, sigma: float,
     eps = draw(torch.randn, x.shape, generator, x.device, x.dtype)  # (B, *shape)
     s = score(energy, x.detach() + sigma * eps)  # (B, *shape), create_graph: the loss is differentiated
     return 0.5 * (s + eps / sigma).flatten(1).pow(2).sum(1)
+
+
+@torch.enable_grad()
+def noise_conditional_dsm_loss(energy: NoiseConditionalEnergy, x: Tensor, sigma_min: float, sigma_max: float,
+                               generator: torch.Generator | None = None) -> Tensor:
+    """Denoising score matching over noise levels (Song & Ermon 2019, eq. 2 with their weight lambda = sigma^2):
+    (B,) for x (B, *shape), each example at its own sigma, log-uniform on [sigma_min, sigma_max], and its own eps,
+
+        sigma^2 J_sigma(x, eps) = 1/2 ||sigma s(x~, sigma) + eps||^2,   s(x, sigma) = -dE(x, sigma)/dx,        (6)
+
+    which weighs every level alike: with the exact score of Gaussian data N(m, s_d^2 I) its expectation is
+    D s_d^2 / (2 (sigma^2 + s_d^2)) at every sigma.
+    """
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"noise_conditional_dsm_loss: needs 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    u = draw(torch.rand, (len(x),), generator, x.device, x.dtype)  # (B,)
+    sigma = sigma_min * (sigma_max / sigma_min) ** u  # (B,) log-uniform
+    eps = draw(torch.randn, x.shape, generator, x.device, x.dtype)  # (B, *shape)
+    scale = sigma.reshape(-1, *[1] * (x.dim() - 1))
+    s = score(lambda v: energy(v, sigma), x.detach() + scale * eps)  # (B, *shape)
+    return 0.5 * (scale * s + eps).flatten(1).pow(2).sum(1)
