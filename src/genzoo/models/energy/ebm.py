@@ -149,11 +149,16 @@ class KindDefaults:
 KIND_DEFAULTS = {"image": KindDefaults(0, 40, 10.0, 0.005**2 / 20, 0.01, 1.0, 20),
                  "vector": KindDefaults(10_000, 20, 0.01, 1.0, 0.0, 0.1, 100)}
 SHORT_RUN_SAMPLE_MULTIPLE = 5  # a short-run model's own chain, run on: MNIST FD 316 at 200 steps, 370 at 40
-# annealed Langevin: step_size = ANNEALED_STEP sigma_min^2, alpha_i / sigma_i^2 = ANNEALED_STEP at every level
-# (Song & Ermon's 2e-5 at sigma_min 0.01 is 0.2 with 100 steps a level), and this many steps a level
-ANNEALED_STEP = 0.2
+# Annealed Langevin: step_size = ANNEALED_STEP sigma_min^2, so alpha_i / sigma_i^2 = ANNEALED_STEP at every level, and
+# ANNEALED_STEPS_PER_LEVEL steps a level. An energy fitted by DSM is right only near its level's noisy data, a shell
+# of radius about sigma sqrt(D) around the data, so adjacent levels' shells must overlap (Song & Ermon 2020): on
+# MNIST, 10 levels of 10 steps (Song & Ermon 2019 ran 10 of 100 at 0.2) drifted to white images, 100 levels of one
+# step at 0.5 drew digits (0.25 left noise in, 1.0 diverged). The chains start at the first level's Gaussian, which
+# lies inside that level's shell only when sigma_max is well above the data's spread: with sigma_max = 1 they drifted
+# to white from N(0.5, 1.25 I) and drew digits from the data's pixel means and variances plus sigma_max^2.
+ANNEALED_STEP = 0.5
+ANNEALED_STEPS_PER_LEVEL = 1
 MONITORED = 8  # examples whose dE/dx a noise-conditional energy's divergence check reads
-ANNEALED_STEPS_PER_LEVEL = 10
 
 
 class EBM(GenerativeModel):
@@ -344,9 +349,9 @@ class EBM(GenerativeModel):
         return self.run_langevin(self.noise(n, generator), steps, generator, final_noise=False)
 
     def annealed_start(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Chain starts (n, *shape) of annealed Langevin: N(center, (sigma_max^2 + s_d^2) I), the energy of the
-        largest level before training, near which that level's trained energy stays."""
-        spread = math.hypot(self.config.sigma_max, self.energy_net.sigma_data)
+        """Chain starts (n, *shape) of annealed Langevin: N(center, (sigma_1^2 + s_d^2) I) at its first level sigma_1,
+        the energy of that level before training, near which the trained one stays."""
+        spread = math.hypot(float(self.sigmas[0]), self.energy_net.sigma_data)
         return self.center + spread * draw(torch.randn, (n, *self.info.shape), generator, self.device, self.dtype)
 
     def run_annealed(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
