@@ -152,7 +152,7 @@ SHORT_RUN_SAMPLE_MULTIPLE = 5  # a short-run model's own chain, run on: MNIST FD
 # Annealed Langevin: step_size = ANNEALED_STEP sigma_min^2, so alpha_i / sigma_i^2 = ANNEALED_STEP at every level, and
 # ANNEALED_STEPS_PER_LEVEL steps a level. An energy fitted by DSM is right only near its level's noisy data, a shell
 # of radius about sigma sqrt(D) around the data, so adjacent levels' shells must overlap (Song & Ermon 2020): on
-# MNIST, 10 levels of 10 steps (Song & Ermon 2019 ran 10 of 100 at 0.2) drifted to white images, 100 levels of one
+# MNIST, 10 levels of 10 steps (Song & Ermon 2019 ran 10 of 100 at 0.2) drifted toward bright noise, 100 levels of one
 # step at 0.5 drew digits (0.25 left noise in, 1.0 diverged). The chains start at the first level's Gaussian, which
 # lies inside that level's shell only when sigma_max is well above the data's spread: with sigma_max = 1 they drifted
 # to white from N(0.5, 1.25 I) and drew digits from the data's pixel means and variances plus sigma_max^2.
