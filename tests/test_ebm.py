@@ -167,8 +167,8 @@ def test_a_fresh_noise_conditional_energy_is_the_noisy_gaussians(denoiser, shape
 
 
 def test_a_noise_conditional_energy_trains_by_dsm_and_samples_through_its_levels():
-    model = small_ebm(DIGITS, objective="dsm", noise_levels=3, sigma=0.05, channels=8, channel_mult=(1, 2),
-                      sample_steps=7)
+    model = small_ebm(DIGITS, objective="dsm", noise_levels=3, sigma=0.05, sigma_max=1.0, channels=8,
+                      channel_mult=(1, 2), sample_steps=7)
     torch.testing.assert_close(model.sigmas, torch.tensor([1.0, math.sqrt(0.05), 0.05], dtype=torch.float64))
     out = model.loss(torch.rand(6, 1, 8, 8))
     out["loss"].mean().backward()
@@ -206,7 +206,7 @@ def test_the_issues_commands_run_a_noise_conditional_energy(cli, tmp_path):
 @pytest.mark.parametrize("options, message", [
     ({"objective": "cd", "noise_levels": 4},
      "noise_levels=4 trains a noise-conditional energy by denoising score matching: use --set objective=dsm"),
-    ({"objective": "dsm", "noise_levels": 4, "sigma": 2.0}, "from sigma_max=1 down to sigma=2; sigma must be the smaller"),
+    ({"objective": "dsm", "noise_levels": 4, "sigma": 20.0}, "from sigma_max=10 down to sigma=20; sigma must be the smaller"),
     ({"objective": "nce"}, "objective='nce' is not one of cd, ssm, dsm"),
     ({"reinit": 1.5}, r"reinit=1.5 must lie in \[0, 1\]"),
     ({"langevin_steps": 0}, "langevin_steps=0 must be > 0"),

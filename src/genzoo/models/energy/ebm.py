@@ -93,7 +93,7 @@ class EBMConfig(ModelConfig):
     energy_penalty: float | None = None  # weight of the L2 penalty on energies, cd (default: images 1, vectors 0.1)
     sigma: float = 0.1  # noise of dsm (with noise_levels > 1: the smallest level)
     noise_levels: int = 1  # dsm: 1, one energy at sigma; L > 1, a noise-conditional energy, annealed Langevin over L levels
-    sigma_max: float = 1.0  # the largest level of a noise-conditional energy
+    sigma_max: float = 10.0  # the largest level of a noise-conditional energy: well above the data's spread (see below)
     sigma_data: float | None = None  # its preconditioning's data scale (default: images 0.5, vectors 1)
     channel_mult: tuple[int, ...] = (1, 2, 2)  # a noise-conditional energy's U-Net: widths per level, in units of channels
     blocks: int = 1  # and residual blocks per level
