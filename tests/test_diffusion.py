@@ -165,6 +165,21 @@ def test_linear_schedule_is_ho_et_al(T):
     assert len(betas) == T and torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-9, atol=0)
 
 
+@pytest.mark.parametrize("offset, sigma_1", [(0.008, 0.0064), (0.001, 0.0027)])
+def test_the_cosine_offset_sets_the_first_steps_noise_against_the_8_bit_bin(offset, sigma_1):
+    """sigma_1 = sqrt(1 - alpha_bar_1) (N&D eq. 17 at t = 1): N&D's s = 0.008 leaves it above the half bin 1/255 of
+    8-bit data on [-1, 1], where even an exact decoder mean puts only Phi(0.0039 / sigma_1) of a level's mass in
+    its bin; s = 0.001 puts it inside."""
+    process = GaussianDiffusion("cosine", 1000, cosine_offset=offset)
+    noise = math.sqrt(1 - process.alpha_bar[0].item())
+    assert noise == pytest.approx(sigma_1, abs=5e-5)
+    assert math.isclose(noise, math.sqrt(process.betas[0].item()), rel_tol=1e-12)  # alpha_bar_0 = 1
+    assert (noise < 1 / 255) == (offset < 0.008)
+    torch.testing.assert_close(betas_for("cosine", 1000), GaussianDiffusion("cosine", 1000).betas, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="offset s must be >= 0, got -0.1"):
+        betas_for("cosine", 10, -0.1)
+
+
 def test_unknown_schedule_lists_valid_names():
     """An unknown schedule fails with the valid names."""
     with pytest.raises(ValueError, match="linear, cosine"):

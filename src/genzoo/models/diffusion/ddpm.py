@@ -46,6 +46,7 @@ from genzoo.models.base import (
     check_positive,
 )
 from genzoo.models.diffusion.process import (
+    COSINE_OFFSET,
     PREDICTIONS,
     SCHEDULES,
     VARIANCES,
@@ -72,6 +73,7 @@ INPAINT_STEPS = 100  # respaced ancestral steps of a completion (RePaint: 5 pass
 class DDPMConfig(ModelConfig):
     timesteps: int = 1000  # T, the training timesteps
     schedule: str = "cosine"  # noise schedule: linear (Ho et al.) | cosine (Nichol & Dhariwal)
+    cosine_offset: float = COSINE_OFFSET  # the cosine schedule's s: the first step's noise (0.008: sigma_1 = 0.0064 at T = 1000)
     prediction: str = "v"  # what the network predicts: eps | x0 | v (v: eps at alpha_bar_T ~ 0 cannot give x0)
     variance: str = "small"  # reverse variance: small (beta-tilde) | large (beta) | learned (needs loss hybrid or vlb)
     loss: str = "simple"  # simple (L_simple) | min_snr (min-SNR-gamma weights) | hybrid (L_simple + lambda L_vlb) | vlb
@@ -95,6 +97,7 @@ class DDPMConfig(ModelConfig):
         for field, valid in (("schedule", SCHEDULES), ("prediction", PREDICTIONS), ("variance", VARIANCES),
                              ("loss", LOSSES), ("spacing", SPACINGS)):
             check_choice(self, field, valid)
+        check_positive(self, "cosine_offset", allow_zero=True)
         check_positive(self, "timesteps", "snr_gamma", "vlb_weight", "channels", "blocks", "heads", "hidden", "layers")
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"{name}.channel_mult={self.channel_mult!r} needs one positive multiplier per level")
@@ -129,7 +132,8 @@ class DDPM(GenerativeModel):
 
     def __init__(self, config: DDPMConfig, info: DataInfo):
         super().__init__(config, info)
-        self.process = GaussianDiffusion(config.schedule, config.timesteps, config.prediction, config.variance)
+        self.process = GaussianDiffusion(config.schedule, config.timesteps, config.prediction, config.variance,
+                                         config.cosine_offset)
         classes = info.num_classes if config.class_conditional else 0
         factor = self.process.output_factor
         if info.kind == "image":

@@ -55,12 +55,14 @@ MAX_BETA = 0.999  # N&D clip beta_t at 0.999 so that the cosine schedule stays f
 Denoiser = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 
-def betas_for(schedule: str, timesteps: int) -> Tensor:
+def betas_for(schedule: str, timesteps: int, cosine_offset: float = COSINE_OFFSET) -> Tensor:
     """beta_t (T,) float64 of a named schedule.
 
     - linear: Ho et al.'s 1e-4 to 0.02 over T = 1000, the ends scaled by 1000 / T (as improved-diffusion);
     - cosine: alpha_bar_t = f(t) / f(0), f(t) = cos((t / T + s) / (1 + s) pi / 2)^2 (N&D eq. 17),
-      beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} clipped at 0.999.
+      beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} clipped at 0.999. s = ``cosine_offset`` sets the first step:
+      N&D's 0.008 gives sigma_1 = sqrt(beta_1) = 0.0064 at T = 1000, a little under the bin 2/255 of 8-bit
+      data on [-1, 1] but wider than its half; 0.001 gives 0.0027.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown noise schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
@@ -69,8 +71,10 @@ def betas_for(schedule: str, timesteps: int) -> Tensor:
     if schedule == "linear":
         scale = 1000 / timesteps
         return torch.linspace(scale * 1e-4, min(scale * 0.02, MAX_BETA), timesteps, dtype=torch.float64)
+    if cosine_offset < 0:
+        raise ValueError(f"the cosine schedule's offset s must be >= 0, got {cosine_offset}")
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
-    f = torch.cos((steps + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2
+    f = torch.cos((steps + cosine_offset) / (1 + cosine_offset) * math.pi / 2) ** 2
     alpha_bar = f / f[0]
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=MAX_BETA)
 
@@ -87,12 +91,12 @@ class GaussianDiffusion:
     """The schedule-dependent quantities of Ho et al. section 2 and the losses built on them."""
 
     def __init__(self, schedule: str = "cosine", timesteps: int = 1000, prediction: str = "eps",
-                 variance: str = "small"):
+                 variance: str = "small", cosine_offset: float = COSINE_OFFSET):
         for name, value, valid in (("prediction", prediction, PREDICTIONS), ("variance", variance, VARIANCES)):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
         self.schedule, self.timesteps, self.prediction, self.variance = schedule, timesteps, prediction, variance
-        self.betas = betas_for(schedule, timesteps)  # (T,) float64
+        self.betas = betas_for(schedule, timesteps, cosine_offset)  # (T,) float64
         self.alpha_bar = torch.cumprod(1 - self.betas, 0)  # (T,)
         self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
         # (7): the posterior q(x_{t-1} | x_t, x_0) = N(mu-tilde, beta-tilde I)
