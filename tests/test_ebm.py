@@ -216,6 +216,15 @@ def test_bad_options_are_refused_in_one_line(options, message):
         small_ebm(MOONS, **options)
 
 
+def test_a_unet_energy_checks_its_levels_as_ddpm_does():
+    with pytest.raises(ValueError, match=r"EBMConfig.channel_mult=\(1, 0\) needs one positive multiplier per level"):
+        small_ebm(DIGITS, objective="dsm", noise_levels=3, channel_mult=(1, 0))
+    with pytest.raises(ValueError, match="5 levels halve 8x8 images below one pixel; use fewer levels"):
+        small_ebm(DIGITS, objective="dsm", noise_levels=3, channel_mult=(1, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="DDPMConfig.channel_mult=.*5 levels halve 8x8 images below one pixel"):
+        build_model("ddpm", DIGITS, {"channel_mult": (1, 1, 1, 1, 1)})
+
+
 def test_binary_data_is_refused():
     with pytest.raises(ValueError, match="ebm models discrete or continuous data, and binarized_mnist is 2-level"):
         build_model("ebm", DataInfo("binarized_mnist", (1, 28, 28), 0, "binary", 2))

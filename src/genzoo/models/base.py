@@ -163,6 +163,17 @@ def check_images(info: DataInfo, model_name: str, instead: str) -> None:
                          f"use {instead}")
 
 
+def check_unet_levels(config: ModelConfig, info: DataInfo) -> None:
+    """A U-Net's ``channel_mult`` (one width multiplier per level) is positive and, on images, halves them no
+    further than one pixel."""
+    name, mult = type(config).__name__, config.channel_mult
+    if not mult or min(mult) < 1:
+        raise ValueError(f"{name}.channel_mult={mult!r} needs one positive multiplier per level")
+    if info.kind == "image" and len(mult) > 1 and info.shape[1] // 2 ** (len(mult) - 1) < 1:
+        raise ValueError(f"{name}.channel_mult={mult!r}: {len(mult)} levels halve {info.shape[1]}x{info.shape[2]} "
+                         "images below one pixel; use fewer levels")
+
+
 def check_positive(config: ModelConfig, *names: str, allow_zero: bool = False) -> None:
     for name in names:
         value = getattr(config, name)

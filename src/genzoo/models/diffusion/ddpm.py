@@ -44,6 +44,7 @@ from genzoo.models.base import (
     check_choice,
     check_labelled,
     check_positive,
+    check_unet_levels,
 )
 from genzoo.models.diffusion.process import (
     COSINE_OFFSET,
@@ -99,8 +100,7 @@ class DDPMConfig(ModelConfig):
             check_choice(self, field, valid)
         check_positive(self, "cosine_offset", allow_zero=True)
         check_positive(self, "timesteps", "snr_gamma", "vlb_weight", "channels", "blocks", "heads", "hidden", "layers")
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ValueError(f"{name}.channel_mult={self.channel_mult!r} needs one positive multiplier per level")
+        check_unet_levels(self, info)
         if not 0 <= self.dropout < 1 or not 0 <= self.label_dropout < 1:
             raise ValueError(f"{name}.dropout and label_dropout must lie in [0, 1)")
         if self.variance == "learned" and self.loss not in ("hybrid", "vlb"):
@@ -110,11 +110,6 @@ class DDPMConfig(ModelConfig):
                              "(or use loss=vlb to train a fixed-variance model on the bound)")
         if self.class_conditional:
             check_labelled(info, "ddpm")
-        if info.kind == "image" and len(self.channel_mult) > 1:
-            smallest = info.shape[1] // 2 ** (len(self.channel_mult) - 1)
-            if smallest < 1:
-                raise ValueError(f"{name}.channel_mult={self.channel_mult!r}: {len(self.channel_mult)} levels halve "
-                                 f"{info.shape[1]}x{info.shape[2]} images below one pixel; use fewer levels")
 
 
 class DDPM(GenerativeModel):

@@ -57,6 +57,7 @@ from genzoo.models.base import (
     SamplerSpec,
     check_choice,
     check_positive,
+    check_unet_levels,
 )
 from genzoo.models.energy.langevin import (
     annealed_langevin,
@@ -113,8 +114,7 @@ class EBMConfig(ModelConfig):
         if self.noise_levels > 1 and not self.sigma < self.sigma_max:
             raise ValueError(f"EBMConfig: the noise levels run from sigma_max={self.sigma_max:g} down to "
                              f"sigma={self.sigma:g}; sigma must be the smaller")
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ValueError(f"EBMConfig.channel_mult={self.channel_mult!r} needs one positive multiplier per level")
+        check_unet_levels(self, info)
         for name in ("langevin_steps", "langevin_step", "langevin_temperature", "sample_steps"):
             if getattr(self, name) is not None:
                 check_positive(self, name)
@@ -196,9 +196,9 @@ class EBM(GenerativeModel):
             self.sigmas = geometric_sigmas(config.sigma_max, config.sigma, config.noise_levels)
             denoiser = (UNet(info.shape, 1, config.channels, config.channel_mult, config.blocks, (0,), dropout=0.0)
                         if kind == "image" else MLPDenoiser(info.dim, 1, config.hidden_dim, config.num_hidden_layers))
-            self.center = 0.5 if kind == "image" else 0.0
+            center = 0.5 if kind == "image" else 0.0
             sigma_data = config.sigma_data or (0.5 if kind == "image" else 1.0)
-            self.energy_net = DenoiserEnergy(denoiser, config.sigma, config.sigma_max, sigma_data, self.center)
+            self.energy_net = DenoiserEnergy(denoiser, config.sigma, config.sigma_max, sigma_data, center)
         else:
             self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
                                else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
@@ -352,7 +352,7 @@ class EBM(GenerativeModel):
         """Chain starts (n, *shape) of annealed Langevin: N(center, (sigma_1^2 + s_d^2) I) at its first level sigma_1,
         the energy of that level before training, near which the trained one stays."""
         spread = math.hypot(float(self.sigmas[0]), self.energy_net.sigma_data)
-        return self.center + spread * draw(torch.randn, (n, *self.info.shape), generator, self.device, self.dtype)
+        return self.energy_net.center + spread * draw(torch.randn, (n, *self.info.shape), generator, self.device, self.dtype)
 
     def run_annealed(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
                      known: Tensor | None = None, observed: Tensor | None = None, callback=None) -> Tensor:
@@ -363,6 +363,10 @@ class EBM(GenerativeModel):
         per_level = max(1, math.ceil(steps / len(self.sigmas)))
         x = annealed_langevin(self.energy_net, x, self.sigmas, per_level, self.step_size, known=known,
                               observed=observed, generator=generator, callback=callback)
+        return self.clamped(x)
+
+    def clamped(self, x: Tensor) -> Tensor:
+        """x clamped to ``bounds`` where the model has them."""
         return x.clamp(*self.bounds) if self.bounds is not None else x
 
     def complete(self, x: Tensor, observed: Tensor, labels: Tensor | None = None,
@@ -391,7 +395,7 @@ class EBM(GenerativeModel):
 
             def record(level: int, x: Tensor) -> None:
                 if level in keep:
-                    states.append(x.clamp(*self.bounds) if self.bounds is not None else x)
+                    states.append(self.clamped(x))
 
             states.append(self.run_annealed(self.annealed_start(n, generator), self.sample_steps, generator,
                                             callback=record))
