@@ -261,6 +261,21 @@ def test_binarized_mnist_train_and_eval_on_the_local_files(local_data, tmp_path,
     assert json.loads((tmp_path / "iwae" / CONFIG_FILE).read_text())["model_config"]["k"] == 5
 
 
+def test_resume_reads_the_data_where_it_now_lies(local_data, tmp_path, cli):
+    """A run resumed on another machine, or from another directory, is given --data-root again."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    shutil.copytree(local_data("binarized_mnist"), before)
+    out = tmp_path / "vae"
+    common = ("--out", out, "--eval-metrics", "", "--eval-iw-samples", "0")
+    assert cli("train", "vae", "--data", "binarized_mnist", "--data-root", before, "--max-steps", "2", *SMALL,
+               *common)[0] == 0
+    before.rename(after)
+    code, _, err = cli("train", "vae", "--resume", "--data-root", after, "--max-steps", "4", *common)
+    assert code == 0, err
+    assert json.loads((out / CONFIG_FILE).read_text())["train"]["data_root"] == str(after)
+    assert read_tensors(out / TRAIN_STATE_FILE)[1]["step"] == 4
+
+
 def test_cvae_trains_on_the_local_mnist_subset(local_data, tmp_path, cli):
     root = local_data("mnist")
     out = tmp_path / "cvae"

@@ -65,10 +65,11 @@ class Trainer:
                  out_dir: str | Path, resume: bool = False, callbacks: Sequence[Callable[[Trainer], None]] = ()):
         self.out = Path(out_dir)
         self.callbacks = list(callbacks)  # called with the trainer after each checkpoint, main process only
-        if resume:  # the run's own configs; only the length of training may change
+        if resume:  # the run's own configs; only the length of training and where the data lies may change
             saved = checkpoint.read_run_config(self.out)
             model_name, model_config = saved["model"], saved["model_config"]
             config = dataclasses.replace(TrainConfig(**{**saved["train"], "betas": tuple(saved["train"]["betas"])}),
+                                         data_root=config.data_root or saved["train"].get("data_root"),
                                          epochs=config.epochs or saved["train"]["epochs"],
                                          max_steps=config.max_steps or saved["train"]["max_steps"],
                                          max_minutes=config.max_minutes or saved["train"].get("max_minutes"))
