@@ -235,17 +235,21 @@ class NoisyGaussianEnergy(GaussianEnergy):
         return 0.5 * (d * torch.linalg.solve(blurred, d)).sum(-1)
 
 
+@pytest.mark.parametrize("sigma_data", [None, 0.9])
 @pytest.mark.parametrize("sigma", [0.05, 0.5, 2.0])
-def test_noise_conditional_dsm_of_the_exact_noisy_energy_is_its_closed_form(sigma):
+def test_noise_conditional_dsm_of_the_exact_noisy_energy_is_its_closed_form(sigma, sigma_data):
     x = gaussian_data(n=100_000, seed=3)[0]
     model = NoisyGaussianEnergy()
     factor = torch.linalg.cholesky(torch.linalg.inv(DATA_COVARIANCE))  # the true model: S = C
     with torch.no_grad():
         model.mu.copy_(DATA_MEAN)
         model.raw.copy_(torch.tril(factor, -1) + torch.diag(factor.diagonal().log()))
-    values = noise_conditional_dsm_loss(model, x, sigma, sigma, torch.Generator().manual_seed(4)).detach()
-    # s = -(C + sigma^2 I)^{-1} (x~ - m), so E 1/2 ||sigma s + eps||^2 = 1/2 tr(C (C + sigma^2 I)^{-1})
+    values = noise_conditional_dsm_loss(model, x, sigma, sigma, torch.Generator().manual_seed(4), sigma_data).detach()
+    # s = -(C + sigma^2 I)^{-1} (x~ - m), so E 1/2 ||sigma s + eps||^2 = 1/2 tr(C (C + sigma^2 I)^{-1}),
+    # times (sigma^2 + s_d^2) / s_d^2 at Karras et al.'s weight
     closed_form = 0.5 * torch.trace(DATA_COVARIANCE @ torch.linalg.inv(DATA_COVARIANCE + sigma**2 * torch.eye(2, dtype=F64)))
+    if sigma_data is not None:
+        closed_form = closed_form * (1 + sigma**2 / sigma_data**2)
     assert abs(values.mean() - closed_form) < 4 * values.std() / math.sqrt(len(values))
 
 
@@ -291,6 +295,8 @@ def test_bad_arguments_fail_with_one_line():
             denoising_score_matching_loss(energy, x, sigma)
     with pytest.raises(ValueError, match="^noise_conditional_dsm_loss: needs 0 < sigma_min <= sigma_max, got 1.0, 0.5$"):
         noise_conditional_dsm_loss(lambda z, s: energy(z), x, 1.0, 0.5)
+    with pytest.raises(ValueError, match="^noise_conditional_dsm_loss: sigma_data must be > 0, got 0.0$"):
+        noise_conditional_dsm_loss(lambda z, s: energy(z), x, 0.5, 1.0, sigma_data=0.0)
     with pytest.raises(ValueError, match="^sliced_score_matching_loss: projections must be >= 1, got 0$"):
         sliced_score_matching_loss(energy, x, 0)
     message = "an energy must map x (3, 2) to per-example energies (3,): got (3, 1)"

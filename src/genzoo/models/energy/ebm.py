@@ -19,7 +19,9 @@ Three objectives (``objective``):
   fitted at every sigma from ``sigma_max`` down to ``sigma`` (Song & Ermon 2019), and sampled by annealed
   Langevin dynamics through L levels with a final denoising step (``langevin.annealed_langevin``). The
   bias of one sigma then shrinks to the smallest level's, and the chains cross between modes at the large
-  levels, which a single energy's chains from noise cannot do in a few hundred steps.
+  levels, which a single energy's chains from noise cannot do in a few hundred steps. ``level_weight``
+  weighs the levels: Song & Ermon's sigma^2, or Karras et al.'s, under which the U-Net's error counts alike
+  at every level (``score_matching.noise_conditional_dsm_loss``).
 
 Langevin steps are x <- x - step_size * dE/dx + sqrt(2 step_size temperature) * noise, which targets
 exp(-E(x) / temperature); temperature 1 is exact. On images, Du & Mordatch's step 10 with noise 0.005
@@ -74,6 +76,7 @@ from genzoo.nn.denoisers import MLPDenoiser, UNet
 from genzoo.nn.energies import ConvEnergy, DenoiserEnergy, MLPEnergy
 
 OBJECTIVES = ("cd", "ssm", "dsm")
+LEVEL_WEIGHTS = ("sigma2", "karras")  # noise-conditional dsm: Song & Ermon's lambda = sigma^2, or Karras et al.'s
 GRID_RESOLUTION = 512  # cells per side of the grid that normalises a 2-D density
 
 
@@ -96,6 +99,7 @@ class EBMConfig(ModelConfig):
     noise_levels: int = 1  # dsm: 1, one energy at sigma; L > 1, a noise-conditional energy, annealed Langevin over L levels
     sigma_max: float = 10.0  # the largest level of a noise-conditional energy: well above the data's spread (see below)
     sigma_data: float | None = None  # its preconditioning's data scale (default: images 0.5, vectors 1)
+    level_weight: str = "sigma2"  # its loss per level: sigma2 (Song & Ermon) | karras (the U-Net's error alike at every level)
     channel_mult: tuple[int, ...] = (1, 2, 2)  # a noise-conditional energy's U-Net: widths per level, in units of channels
     blocks: int = 1  # and residual blocks per level
     projections: int = 1  # random projections per example of ssm
@@ -104,6 +108,7 @@ class EBMConfig(ModelConfig):
 
     def validate(self, info: DataInfo) -> None:
         check_choice(self, "objective", OBJECTIVES)
+        check_choice(self, "level_weight", LEVEL_WEIGHTS)
         check_positive(self, "channels", "hidden_dim", "num_hidden_layers", "sigma", "projections", "max_energy",
                        "max_gradient", "noise_levels", "sigma_max", "blocks")
         if self.sigma_data is not None:
@@ -114,6 +119,9 @@ class EBMConfig(ModelConfig):
         if self.noise_levels > 1 and not self.sigma < self.sigma_max:
             raise ValueError(f"EBMConfig: the noise levels run from sigma_max={self.sigma_max:g} down to "
                              f"sigma={self.sigma:g}; sigma must be the smaller")
+        if self.level_weight != "sigma2" and self.noise_levels == 1:
+            raise ValueError(f"EBMConfig.level_weight={self.level_weight} weighs the noise levels of a noise-conditional "
+                             "energy: use it with --set noise_levels=L (L > 1)")
         check_unet_levels(self, info)
         for name in ("langevin_steps", "langevin_step", "langevin_temperature", "sample_steps"):
             if getattr(self, name) is not None:
@@ -264,7 +272,8 @@ class EBM(GenerativeModel):
         if objective == "ssm":
             return {"loss": sliced_score_matching_loss(self.energy, x, self.config.projections), **self.monitor(x)}
         if objective == "dsm" and self.annealed:
-            loss = noise_conditional_dsm_loss(self.energy_net, x, self.config.sigma, self.config.sigma_max)
+            loss = noise_conditional_dsm_loss(self.energy_net, x, self.config.sigma, self.config.sigma_max,
+                                              sigma_data=self.energy_net.sigma_data if self.config.level_weight == "karras" else None)
             return {"loss": loss, **self.monitor(x[:MONITORED])}  # a U-Net's extra pass on every example costs 20%
         if objective == "dsm":
             return {"loss": denoising_score_matching_loss(self.energy, x, self.config.sigma), **self.monitor(x)}

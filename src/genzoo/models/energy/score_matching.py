@@ -121,20 +121,28 @@ def denoising_score_matching_loss(energy: Energy, x: Tensor, sigma: float,
 
 @torch.enable_grad()
 def noise_conditional_dsm_loss(energy: NoiseConditionalEnergy, x: Tensor, sigma_min: float, sigma_max: float,
-                               generator: torch.Generator | None = None) -> Tensor:
+                               generator: torch.Generator | None = None, sigma_data: float | None = None) -> Tensor:
     """Denoising score matching over noise levels (Song & Ermon 2019, eq. 2 with their weight lambda = sigma^2):
     (B,) for x (B, *shape), each example at its own sigma, log-uniform on [sigma_min, sigma_max], and its own eps,
 
-        sigma^2 J_sigma(x, eps) = 1/2 ||sigma s(x~, sigma) + eps||^2,   s(x, sigma) = -dE(x, sigma)/dx,        (6)
+        sigma^2 J_sigma(x, eps) = 1/2 ||sigma s(x~, sigma) + eps||^2,   s(x, sigma) = -dE(x, sigma)/dx.        (6)
 
-    which weighs every level alike: with the exact score of Gaussian data N(m, s_d^2 I) its expectation is
-    D s_d^2 / (2 (sigma^2 + s_d^2)) at every sigma.
+    In denoiser terms, s = (D - x~) / sigma^2, this is ||D - x||^2 / (2 sigma^2). A denoiser preconditioned as
+    Karras et al. 2022, D = c_skip x~ + c_out F with c_out^2 = sigma^2 s_d^2 / (sigma^2 + s_d^2), then sees its
+    network's error F - F* weighted by s_d^2 / (sigma^2 + s_d^2): the large levels, where sampling starts, barely
+    train. With ``sigma_data`` = s_d the loss is multiplied by (sigma^2 + s_d^2) / s_d^2, Karras et al.'s
+    lambda (eq. 8 with c_out), so that error weighs alike at every level. With the exact score of Gaussian data
+    N(m, s_d^2 I) the expectation is D s_d^2 / (2 (sigma^2 + s_d^2)) at sigma's own weight and D / 2 at Karras
+    et al.'s.
     """
     if not 0 < sigma_min <= sigma_max:
         raise ValueError(f"noise_conditional_dsm_loss: needs 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    if sigma_data is not None and not sigma_data > 0:
+        raise ValueError(f"noise_conditional_dsm_loss: sigma_data must be > 0, got {sigma_data}")
     u = draw(torch.rand, (len(x),), generator, x.device, x.dtype)  # (B,)
     sigma = sigma_min * (sigma_max / sigma_min) ** u  # (B,) log-uniform
     eps = draw(torch.randn, x.shape, generator, x.device, x.dtype)  # (B, *shape)
     scale = sigma.reshape(-1, *[1] * (x.dim() - 1))
     s = score(lambda v: energy(v, sigma), x.detach() + scale * eps)  # (B, *shape)
-    return 0.5 * (scale * s + eps).flatten(1).pow(2).sum(1)
+    loss = 0.5 * (scale * s + eps).flatten(1).pow(2).sum(1)
+    return loss if sigma_data is None else loss * (1 + (sigma / sigma_data) ** 2)
