@@ -190,7 +190,8 @@ def test_a_noise_conditional_energy_trains_by_dsm_and_samples_through_its_levels
 
 def test_karras_level_weight_multiplies_each_examples_loss_by_one_plus_sigma2_over_sigma_data2():
     """At a level pinned near 0.5 on images (s_d = 0.5) the weight (sigma^2 + s_d^2) / s_d^2 is about 2."""
-    options = dict(objective="dsm", noise_levels=2, sigma=0.4999, sigma_max=0.5, channels=8, channel_mult=(1, 2))
+    options = {"objective": "dsm", "noise_levels": 2, "sigma": 0.4999, "sigma_max": 0.5, "channels": 8,
+               "channel_mult": (1, 2)}
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     losses = {}
     for weight in ("sigma2", "karras"):
@@ -220,8 +221,8 @@ def test_the_issues_commands_run_a_noise_conditional_energy(cli, tmp_path):
      "noise_levels=4 trains a noise-conditional energy by denoising score matching: use --set objective=dsm"),
     ({"objective": "dsm", "noise_levels": 4, "sigma": 20.0}, "from sigma_max=10 down to sigma=20; sigma must be the smaller"),
     ({"objective": "nce"}, "objective='nce' is not one of cd, ssm, dsm"),
-    ({"objective": "dsm", "level_weight": "karras"}, "level_weight=karras weighs the noise levels of a noise-conditional "
-                                                     "energy: use it with --set noise_levels=L"),
+    ({"objective": "dsm", "level_weight": "karras"},
+     "level_weight=karras weighs the noise levels of a noise-conditional energy: use it with --set noise_levels=L"),
     ({"objective": "dsm", "noise_levels": 4, "level_weight": "edm"}, "level_weight='edm' is not one of sigma2, karras"),
     ({"reinit": 1.5}, r"reinit=1.5 must lie in \[0, 1\]"),
     ({"langevin_steps": 0}, "langevin_steps=0 must be > 0"),
