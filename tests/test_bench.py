@@ -197,15 +197,17 @@ def test_a_ranking_marks_each_kind_of_likelihood():
     assert [line.split(",")[13] for line in csv[1:]] == ["lower_bound", "exact", "estimate"]
 
 
-def test_the_likelihood_view_leaves_out_records_of_sample_metrics_alone():
-    """Another sampler's record of the same run (sample metrics, no NLL) would be a row of dashes there."""
+def test_a_view_leaves_out_records_with_none_of_its_metrics():
+    """Another sampler's record of a run (sample metrics, no NLL) would be a row of dashes among the likelihoods, and
+    an NLL alone one among the samples; a failed run keeps its row."""
     bound, = kinds_records()[:1]
     sampler = {**bound, "sampling": {"sampler": "ddim", "chosen": True, "steps": 10}, "likelihood": None,
                "metrics": {"fd": {"value": 100.0, "kind": "sample"}}}
     failed = {**bound, "model": "f", "recipe": "f", "status": "failed", "reason": "NaN", "metrics": {}}
     table = render([bound, sampler, failed], view="likelihood")
     assert table.count("| a |") == 1 and "| f |" in table
-    assert "| a |" in render([bound, sampler], view="samples") and "100.0" in render([sampler], view="samples")
+    assert "| a |" not in render([bound, failed], view="samples") and "| f |" in render([failed], view="samples")
+    assert "| a |" in render([bound, sampler], view="sampling") and "100.0" in render([sampler], view="sampling")
 
 
 def test_a_later_record_of_the_same_run_supersedes_the_earlier(digits_bench):

@@ -150,7 +150,8 @@ def seconds_cell(record: dict) -> str:
     return "-" if seconds is None else f"{seconds:.3g}"
 
 
-LIKELIHOOD_METRICS = {"nll_nats", "neg_elbo_nats"}
+SAMPLE_METRICS = {"fd", "kid", "precision", "recall", "classifier_score", "conditional_accuracy"}
+ROW_METRICS = {"likelihood": {"nll_nats", "neg_elbo_nats"}, "samples": SAMPLE_METRICS, "sampling": SAMPLE_METRICS}
 NLL = Column("NLL (nats)", nll_cell(2), True)
 DRAWS = Column("draws", draws_cell, True)
 COLUMNS = {
@@ -249,8 +250,8 @@ def table(rows: list[dict], view: str, sort: str | None = None) -> Table:
     has notes), each record's cells and the notes the cells call for."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; one of: {', '.join(VIEWS)}")
-    if view == "likelihood":  # a record of another sampler's sample metrics alone has no cell in this view
-        rows = [r for r in rows if r.get("status") != "ok" or set(r.get("metrics", {})) & LIKELIHOOD_METRICS]
+    if view in ROW_METRICS:  # a record with none of the view's metrics (another sampler's, an NLL alone) has no cell
+        rows = [r for r in rows if r.get("status") != "ok" or set(r.get("metrics", {})) & ROW_METRICS[view]]
     columns = list(COLUMNS[view])
     if NLL in columns:
         at = columns.index(NLL) + 1
