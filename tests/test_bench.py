@@ -270,6 +270,18 @@ def test_a_run_trained_by_a_recipe_keeps_its_name_unless_flags_changed_it(tmp_pa
     assert changed["recipe"] is None and "lr 0.01 (recipe: 0.001)" in changed["notes"]
     assert "--lr 0.01" in changed["command"]
 
+    # A run saved before an option existed was trained with its default: it still matches the recipe, unless the
+    # recipe sets that option otherwise.
+    config_path = runs["as-is"] / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["model_config"]["pseudo_inputs"]
+    config_path.write_text(json.dumps(config))
+    assert import_run(runs["as-is"], RECIPES["vae-short"])["recipe"] == "vae-short"
+    del config["model_config"]["latent_dim"]  # the recipe's 32, not the default 16
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"was not trained by recipe vae-short: latent_dim 16 \(recipe: 32\)"):
+        import_run(runs["as-is"], RECIPES["vae-short"])
+
 
 def test_a_complete_last_record_without_its_newline_is_kept_on_append(digits_bench, tmp_path):
     records = digits_bench[1]

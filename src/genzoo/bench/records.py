@@ -319,8 +319,9 @@ def check_trained_by(config: dict, recipe: Recipe, run_dir: Path) -> None:
     model_options, train = parse_train_flags(recipe.model, given, recipe)
     expected_model = json.loads(json.dumps(dataclasses.asdict(MODELS[recipe.model].Config(**model_options))))
     expected_train = json.loads(json.dumps(dataclasses.asdict(train)))
-    differ = [f"{k} {config['model_config'].get(k)!r} (recipe: {v!r})" for k, v in expected_model.items()
-              if config["model_config"].get(k) != v]
+    # an option the run's config lacks came later: the run was trained with its default
+    saved = {**json.loads(json.dumps(dataclasses.asdict(MODELS[recipe.model].Config()))), **config["model_config"]}
+    differ = [f"{k} {saved.get(k)!r} (recipe: {v!r})" for k, v in expected_model.items() if saved.get(k) != v]
     differ += [f"{k} {config['train'].get(k)!r} (recipe: {v!r})" for k, v in expected_train.items()
                if k not in BUDGET_FIELDS and config["train"].get(k, v) != v]
     if differ:
