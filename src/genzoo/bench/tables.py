@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from genzoo.bench.records import latest
+from genzoo.bench.records import LIKELIHOOD_METRICS, SAMPLE_METRICS, latest
 from genzoo.data.registry import DATASETS
 from genzoo.evaluate.likelihood import companion_name
 from genzoo.train.closed_form import fit_text
@@ -150,8 +150,9 @@ def seconds_cell(record: dict) -> str:
     return "-" if seconds is None else f"{seconds:.3g}"
 
 
-SAMPLE_METRICS = {"fd", "kid", "precision", "recall", "classifier_score", "conditional_accuracy"}
-ROW_METRICS = {"likelihood": {"nll_nats", "neg_elbo_nats"}, "samples": SAMPLE_METRICS, "sampling": SAMPLE_METRICS}
+# a view's rows: the records with at least one of its metrics
+ROW_METRICS = {"likelihood": {*LIKELIHOOD_METRICS, "neg_elbo_nats"}, "samples": set(SAMPLE_METRICS),
+               "sampling": set(SAMPLE_METRICS)}
 NLL = Column("NLL (nats)", nll_cell(2), True)
 DRAWS = Column("draws", draws_cell, True)
 COLUMNS = {
