@@ -549,6 +549,48 @@ def test_hybrid_vb_trains_only_the_variance():
     assert not torch.allclose(mean_vlb, torch.zeros_like(mean_vlb))
 
 
+@pytest.mark.parametrize("offset", [0.008, 0.001])
+def test_bound_weights_are_the_kl_per_unit_of_squared_v_error(offset):
+    """With sigma_t^2 = beta-tilde_t and the exact posterior mean the term at t >= 2 is 0; a v error delta makes it
+    w_t |delta|^2 exactly (N1), and the proposal's half on w_t draws the small t most often."""
+    process = GaussianDiffusion("cosine", 50, "v", "small", cosine_offset=offset)
+    g = gen(3)
+    x0, noise, delta = (torch.randn(5, 4, generator=g, dtype=F64) for _ in range(3))
+    weights = process.bound_weights()
+    for index in (1, 7, 30, 49):
+        t = full(5, index)
+        xt = process.q_sample(x0, t, noise)
+        target = process.target(x0, noise, t)
+        terms = [process.vb_term(*process.p_mean_variance(lambda *_, out=out: out, xt, t)[:2], x0, xt, t, None)
+                 for out in (target, target + delta)]
+        torch.testing.assert_close(terms[0], torch.zeros(5, dtype=F64), rtol=0, atol=1e-9)
+        torch.testing.assert_close(terms[1], weights[index] * delta.square().sum(1), rtol=1e-9, atol=1e-12)
+    proposal = process.timestep_proposal()
+    assert proposal.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert (1 / (50 * proposal)).max() <= 2 and proposal[1] > 5 * proposal[25]
+
+
+def test_importance_sampled_timesteps_keep_the_bounds_expectation():
+    """loss=vlb with t ~ p_t, reweighted by 1 / (T p_t), estimates the same mean over t as uniform t, while the
+    unweighted draws would not."""
+    x = torch.randn(8, 2, generator=gen(4)).repeat(2500, 1)  # 20,000 examples of 8 points
+    models = {how: ddpm(VECTORS, loss="vlb", timestep_sampling=how) for how in ("uniform", "importance")}
+    estimates = {}
+    with torch.no_grad():
+        for how, model in models.items():
+            torch.manual_seed(5)
+            vb = model.loss(x)["vb"].double()  # (B,)
+            estimates[how] = (vb.mean(), vb.std() / math.sqrt(len(vb)))
+        model = models["uniform"]
+        per_t = torch.stack([model.process.training_losses(model.denoise, x[:2000], full(2000, t), None,
+                                                           torch.randn(2000, 2, generator=gen(6 + t)),
+                                                           "vlb")["vb"].double().mean() for t in range(20)])
+    (uniform, se_u), (importance, se_i) = estimates["uniform"], estimates["importance"]
+    assert abs(uniform - importance) < 4 * math.hypot(se_u, se_i)
+    unweighted = (model.process.timestep_proposal() * per_t).sum()  # what dropping the weights would estimate
+    assert abs(unweighted - per_t.mean()) > 10 * math.hypot(se_u, se_i)
+
+
 # --- the model --------------------------------------------------------------------------------------------------------
 def test_tiny_image_config_is_valid():
     """The tiny U-Net config (width 8: GroupNorm's 8 groups of one channel; one level; T = 20) passes validation."""
@@ -624,7 +666,7 @@ def test_steps_zero_is_refused():
         model.sample(2, generator=gen(0), sampler="ddim", steps=0)
 
 
-@pytest.mark.parametrize("field", ["schedule", "prediction", "variance", "loss", "spacing"])
+@pytest.mark.parametrize("field", ["schedule", "prediction", "variance", "loss", "spacing", "timestep_sampling"])
 def test_unknown_config_values_name_the_field(field):
     """An unknown schedule, prediction, variance, loss or spacing fails with the field's name."""
     with pytest.raises(ValueError, match=rf"DDPMConfig\.{field}='nope' is not one of"):

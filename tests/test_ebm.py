@@ -188,6 +188,27 @@ def test_a_noise_conditional_energy_trains_by_dsm_and_samples_through_its_levels
     assert model.log_likelihood(x).kind == "unavailable"
 
 
+def test_a_noise_conditional_energy_samples_and_completes_ancestrally_and_a_single_level_refuses():
+    model = small_ebm(DIGITS, objective="dsm", noise_levels=3, sigma=0.05, sigma_max=1.0, channels=8,
+                      channel_mult=(1, 2))
+    x = torch.rand(4, 1, 8, 8)
+    observed = torch.zeros(8, 8, dtype=torch.bool)
+    observed[:4] = True
+    with torch.no_grad():
+        samples = model.generate(4, generator=torch.Generator().manual_seed(0), sampler="ancestral", steps=5)
+        langevin = model.generate(4, generator=torch.Generator().manual_seed(0), sampler="langevin", steps=5)
+        completed = model.complete(x, observed, generator=torch.Generator().manual_seed(0), sampler="ancestral")
+    assert samples.shape == (4, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+    assert not torch.equal(samples, langevin)
+    assert torch.equal(completed[..., :4, :], x[..., :4, :]) and not torch.equal(completed[..., 4:, :], x[..., 4:, :])
+    with pytest.raises(ValueError, match="^ebm: --steps 1: ancestral sampling needs at least 2 noise levels$"):
+        model.generate(2, sampler="ancestral", steps=1)
+    single = small_ebm(DIGITS, objective="dsm", channels=8)
+    with pytest.raises(ValueError, match="^ebm: the ancestral sampler walks the noise levels of a noise-conditional "
+                                         "energy; this one has a single level: use --sampler langevin"):
+        single.generate(2, sampler="ancestral")
+
+
 def test_karras_level_weight_multiplies_each_examples_loss_by_one_plus_sigma2_over_sigma_data2():
     """At a level pinned near 0.5 on images (s_d = 0.5) the weight (sigma^2 + s_d^2) / s_d^2 is about 2."""
     options = {"objective": "dsm", "noise_levels": 2, "sigma": 0.4999, "sigma_max": 0.5, "channels": 8,
@@ -211,6 +232,9 @@ def test_the_issues_commands_run_a_noise_conditional_energy(cli, tmp_path):
     code, _, err = cli("sample", run, "--n", "8", "--sampler", "langevin", "--steps", "6", "--out",
                        tmp_path / "samples.png")
     assert code == 0 and (tmp_path / "samples.png").exists(), err
+    code, _, err = cli("sample", run, "--n", "8", "--sampler", "ancestral", "--steps", "4", "--out",
+                       tmp_path / "ancestral.png")
+    assert code == 0 and (tmp_path / "ancestral.png").exists(), err
     code, _, err = cli("inpaint", run, "--image-index", "0", "--mask", "bottom-half", "--n", "4",
                        "--out", tmp_path / "inpaint.png")
     assert code == 0 and (tmp_path / "inpaint.png").exists(), err

@@ -13,6 +13,9 @@
 - annealed Langevin on the Gaussian's noisy energies E(x, sigma) (data N(m, P^{-1}) blurred by N(0, sigma^2 I))
   ends at the last level's exact ULA law, and its denoising step is Tweedie's linear map of it; completion keeps the
   observed entries exactly;
+- ancestral sampling through the same levels follows its closed-form variance recursion (7) in every eigendirection,
+  short of the data's covariance on coarse levels and reaching it on dense ones; completion keeps the observed
+  entries exactly;
 - bad arguments fail with one line each.
 
 Monte Carlo checks compare within 4 standard errors under fixed seeds (so they are deterministic); exact
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from genzoo.models.energy.langevin import (
+    ancestral_sampling,
     annealed_langevin,
     energy_and_gradient,
     geometric_sigmas,
@@ -363,3 +367,48 @@ def test_annealed_langevin_refuses_bad_arguments_in_one_line(arguments, message)
                           options.pop("steps_per_level"), 0.1, **options)
     with pytest.raises(ValueError, match="^geometric_sigmas: needs 0 < sigma_min <= sigma_max"):
         geometric_sigmas(0.1, 1.0, 3)
+
+
+# --- ancestral sampling -----------------------------------------------------------------------------------------
+def ancestral_covariance(sigmas: Tensor) -> Tensor:
+    """The covariance (2, 2) of ancestral sampling's output on the noisy Gaussian energies from N(m, C + sigma_1^2 I):
+    recursion (7) in each eigendirection of C = P^{-1} (variance c^2), where every level's energy is diagonal too."""
+    c2, vectors = torch.linalg.eigh(torch.linalg.inv(PRECISION))  # (2,), (2, 2)
+    levels = [*sigmas.tolist(), 0.0]
+    v = c2 + levels[0] ** 2
+    for sigma, following in zip(levels, levels[1:]):
+        v = v * (c2 + following**2) ** 2 / (c2 + sigma**2) ** 2 + following**2 * (sigma**2 - following**2) / sigma**2
+    return vectors @ torch.diag(v) @ vectors.T
+
+
+@pytest.mark.parametrize("levels", [4, 400])
+def test_ancestral_sampling_follows_its_variance_recursion_and_reaches_the_data_on_dense_levels(levels):
+    sigmas = geometric_sigmas(3.0, 0.05, levels)
+    target = torch.linalg.inv(PRECISION)  # the data's covariance C
+    start = MEAN + torch.randn(CHAINS, 2, generator=torch.Generator().manual_seed(5), dtype=F64) @ torch.linalg.cholesky(
+        target + 9.0 * torch.eye(2, dtype=F64)).T  # N(m, C + sigma_1^2 I), the first level's law
+    seen = []
+    out = ancestral_sampling(noisy_gaussian_energy, start, sigmas, generator=torch.Generator().manual_seed(6),
+                             callback=lambda i, x: seen.append(i))
+    assert seen == list(range(levels))
+    expected = ancestral_covariance(sigmas)
+    errors = covariance_standard_errors(expected, CHAINS)
+    assert ((sample_covariance(out) - expected).abs() < 4 * errors).all()
+    assert ((out.mean(0) - MEAN).abs() < 4 * (expected.diagonal() / CHAINS).sqrt()).all()
+    if levels == 4:  # coarse: the bias of (7) is many standard errors of the sample covariance
+        assert ((expected - target).abs() > 10 * errors).any()
+    else:  # dense: the output's covariance cannot be told from the data's
+        assert ((sample_covariance(out) - target).abs() < 4 * errors).all()
+    biases = [(ancestral_covariance(geometric_sigmas(3.0, 0.05, n)) - target).abs().max() for n in (4, 20, 100, 2000)]
+    assert all(later < 0.5 * earlier for earlier, later in zip(biases, biases[1:]))
+
+
+def test_ancestral_completion_keeps_the_observed_entries_exactly_and_refuses_half_a_completion():
+    known = torch.tensor([[5.0, 0.0]] * 100, dtype=F64)
+    observed = torch.tensor([True, False])
+    start = torch.randn(100, 2, generator=torch.Generator().manual_seed(7), dtype=F64)
+    out = ancestral_sampling(noisy_gaussian_energy, start, geometric_sigmas(2.0, 0.2, 5), known=known,
+                             observed=observed, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(out[:, 0], known[:, 0]) and out[:, 1].std() > 0.1
+    with pytest.raises(ValueError, match="^ancestral_sampling: completion needs both known and observed$"):
+        ancestral_sampling(noisy_gaussian_energy, start, geometric_sigmas(2.0, 0.2, 5), known=known)

@@ -65,6 +65,7 @@ from genzoo.nn.denoisers import MLPDenoiser, UNet
 from genzoo.nn.mode import eval_mode
 
 LOSSES = ("simple", "min_snr", "hybrid", "vlb")
+TIMESTEP_SAMPLING = ("uniform", "importance")
 COMPLETIONS = ("repaint", "replacement")
 DEFAULT_STEPS = {"ddim": 50, "dpm-solver": 20}  # ddpm: all T
 INPAINT_STEPS = 100  # respaced ancestral steps of a completion (RePaint: 5 passes over blocks of 10)
@@ -80,6 +81,7 @@ class DDPMConfig(ModelConfig):
     loss: str = "simple"  # simple (L_simple) | min_snr (min-SNR-gamma weights) | hybrid (L_simple + lambda L_vlb) | vlb
     snr_gamma: float = 5.0  # gamma of loss=min_snr
     vlb_weight: float = 0.001  # lambda of loss=hybrid (Nichol & Dhariwal's 0.001)
+    timestep_sampling: str = "uniform"  # training t: uniform | importance (the bound's proposal, reweighted: for vlb)
     channels: int = 32  # U-Net base width (images)
     channel_mult: tuple[int, ...] = (1, 2, 2)  # U-Net width per level, in units of channels (28 -> 14 -> 7)
     blocks: int = 2  # residual blocks per U-Net level
@@ -96,7 +98,7 @@ class DDPMConfig(ModelConfig):
     def validate(self, info: DataInfo) -> None:
         name = type(self).__name__
         for field, valid in (("schedule", SCHEDULES), ("prediction", PREDICTIONS), ("variance", VARIANCES),
-                             ("loss", LOSSES), ("spacing", SPACINGS)):
+                             ("loss", LOSSES), ("spacing", SPACINGS), ("timestep_sampling", TIMESTEP_SAMPLING)):
             check_choice(self, field, valid)
         check_positive(self, "cosine_offset", allow_zero=True)
         check_positive(self, "timesteps", "snr_gamma", "vlb_weight", "channels", "blocks", "heads", "hidden", "layers")
@@ -177,17 +179,27 @@ class DDPM(GenerativeModel):
 
     # --- training -------------------------------------------------------------------------------------
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
-        """The chosen objective at one uniformly drawn t per example (``GaussianDiffusion.training_losses``)."""
+        """The chosen objective at one drawn t per example (``GaussianDiffusion.training_losses``): t uniform, or
+        from ``timestep_proposal`` with the "loss" and "vb" terms reweighted by 1 / (T p_t), the same expectation."""
         self.check_input(x)
         y = self.check_labels(y, len(x))
         if y is not None and self.config.label_dropout:  # classifier-free guidance: sometimes no label
             drop = torch.rand(len(y), device=y.device) < self.config.label_dropout
             y = torch.where(drop, torch.full_like(y, self.info.num_classes), y)
-        t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)
-        x0 = self.to_x0(x)
         c = self.config
-        return self.process.training_losses(self.denoise, x0, t, y, torch.randn_like(x0), c.loss, c.snr_gamma,
-                                            c.vlb_weight, self.num_levels)
+        if c.timestep_sampling == "importance":
+            proposal = self.process.timestep_proposal()  # (T,) float64
+            t = torch.multinomial(proposal, len(x), replacement=True).to(x.device)
+            weight = (1 / (c.timesteps * proposal.to(x.device)[t])).float()  # (B,)
+        else:
+            t = torch.randint(0, c.timesteps, (len(x),), device=x.device)
+            weight = None
+        x0 = self.to_x0(x)
+        terms = self.process.training_losses(self.denoise, x0, t, y, torch.randn_like(x0), c.loss, c.snr_gamma,
+                                             c.vlb_weight, self.num_levels)
+        if weight is not None:
+            terms.update({name: weight * terms[name] for name in ("loss", "vb") if name in terms})
+        return terms
 
     # --- likelihood -------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -268,6 +268,28 @@ class GaussianDiffusion:
         return torch.stack([*terms, self.prior_kl(x0)], 1)
 
     # --- training ---------------------------------------------------------------------------------
+    def bound_weights(self) -> Tensor:
+        """w_t (T,) float64: the bound's term at t per unit of the squared v error, at the posterior variance.
+
+        With sigma_t^2 = beta-tilde_t the term at t >= 2 is KL = 1/2 (SNR_{t-1} - SNR_t) |x_0 - x0_theta|^2
+        (Kingma et al. 2021, VDM, eq. 13), and x_0's error is sqrt(1 - alpha_bar_t) times v's, so
+
+            w_t = 1/2 (SNR_{t-1} / SNR_t - 1) alpha_bar_t,                                                     (N1)
+
+        which is also eps's weight where alpha_bar_t ~ 1. At t = 1 (the decoder) w_1 is taken as w_2.
+        """
+        snr = self.alpha_bar / (1 - self.alpha_bar)
+        weights = 0.5 * (snr[:-1] / snr[1:] - 1) * self.alpha_bar[1:]  # (T - 1,): t = 2..T
+        return torch.cat([weights[:1], weights])
+
+    def timestep_proposal(self) -> Tensor:
+        """p_t (T,) float64: half uniform, half in proportion to w_t (N1). Drawn t ~ p_t with each example's
+        terms multiplied by 1 / (T p_t), a loss's expectation is its uniform mean over t, while the t where the
+        bound's terms are large are drawn more often: the variance of L_vlb falls (N&D section 3.3 learn p_t
+        from the terms; this one is fixed). The uniform half keeps every weight 1 / (T p_t) at most 2."""
+        weights = self.bound_weights()
+        return 0.5 / self.timesteps + 0.5 * weights / weights.sum()
+
     def training_losses(self, denoiser: Denoiser, x0: Tensor, t: Tensor, y: Tensor | None, noise: Tensor,
                         loss: str = "simple", snr_gamma: float = 5.0, vlb_weight: float = 1e-3,
                         num_levels: int | None = None) -> dict[str, Tensor]:

@@ -30,6 +30,11 @@ RECIPES = [
            (*IMAGE_SHORT, *UNET_SMALL, *HYBRID, "--set", "cosine_offset=0.001"),
            "as ddpm-mnist-short with the cosine schedule's s = 0.001: a first step inside the 8-bit bin "
            "(sigma_1 = 0.0027 against 0.0064)", sets=("short",), max_minutes=120, eval_metrics="nll", eval_draws=8),
+    Recipe("ddpm-mnist-vlb", "ddpm", ("mnist",), 13 * 140,
+           (*IMAGE_SHORT, *UNET_SMALL, "--set", "loss=vlb", "--set", "variance=learned", "--set", "cosine_offset=0.001",
+            "--set", "timestep_sampling=importance"),
+           "as ddpm-mnist-bound trained on the bound itself (L_vlb: mean and variance), t drawn from the bound's "
+           "proposal and reweighted", sets=("short",), max_minutes=120, eval_metrics="nll", eval_draws=8),
     Recipe("ddpm-cond-mnist-short", "ddpm", ("mnist",), 13 * 140,
            (*IMAGE_SHORT, *UNET_SMALL, "--set", "class_conditional=true"),
            "class-conditional, labels dropped 10% (guidance); U-Net as ddpm-mnist-short, L_simple",

@@ -62,6 +62,7 @@ from genzoo.models.base import (
     check_unet_levels,
 )
 from genzoo.models.energy.langevin import (
+    ancestral_sampling,
     annealed_langevin,
     energy_and_gradient,
     geometric_sigmas,
@@ -178,7 +179,9 @@ class EBM(GenerativeModel):
     value_types = ("discrete", "continuous")
     capabilities = frozenset({"chain", "complete", "input_gradients"})
     samplers = (SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform noise; with noise_levels > 1, "
-                            "annealed through the levels (the steps spread evenly over them), then denoised"),)
+                            "annealed through the levels (the steps spread evenly over them), then denoised"),
+                SamplerSpec("ancestral", ("steps",), "noise-conditional energies: ancestral sampling (Song et al. 2021), "
+                            "one step a level, the --steps levels spaced geometrically (default noise_levels)"))
     # Du & Mordatch train with Adam betas (0, 0.999): no momentum on a gradient whose negatives change every step
     training_defaults: ClassVar[dict] = {"lr": {"image": 3e-4, "vector": 1e-3}, "betas": (0.0, 0.999),
                                          "batch_size": {"image": 64, "vector": 128}}
@@ -347,9 +350,11 @@ class EBM(GenerativeModel):
 
     # --- sampling -----------------------------------------------------------------------------
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
-               steps: int | None = None) -> Tensor:
+               steps: int | None = None, sampler: str = "langevin") -> Tensor:
         """Fresh chains from noise after ``steps`` Langevin steps (default ``sample_steps``), the last
-        without its noise: (n, *shape)."""
+        without its noise, or ancestral sampling through ``steps`` levels: (n, *shape)."""
+        if sampler == "ancestral":
+            return self.run_ancestral(n, steps, generator)
         steps = self.sample_steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"ebm: --steps {steps}: a Langevin chain needs at least 1 step")
@@ -374,6 +379,23 @@ class EBM(GenerativeModel):
                               observed=observed, generator=generator, callback=callback)
         return self.clamped(x)
 
+    def run_ancestral(self, n: int, steps: int | None, generator: torch.Generator | None = None,
+                      known: Tensor | None = None, observed: Tensor | None = None) -> Tensor:
+        """Ancestral sampling of n chains (n, *shape) from ``annealed_start`` through ``steps`` levels from
+        sigma_max down to sigma, spaced geometrically (default: the trained levels), clamped to ``bounds``."""
+        if not self.annealed:
+            raise ValueError("ebm: the ancestral sampler walks the noise levels of a noise-conditional energy; this "
+                             "one has a single level: use --sampler langevin (or train with --set noise_levels=L)")
+        levels = self.config.noise_levels if steps is None else steps
+        if levels < 2:
+            raise ValueError(f"ebm: --steps {levels}: ancestral sampling needs at least 2 noise levels")
+        x = self.annealed_start(n, generator)
+        if self.info.kind == "image":
+            x = x.contiguous(memory_format=torch.channels_last)
+        sigmas = geometric_sigmas(self.config.sigma_max, self.config.sigma, levels)
+        return self.clamped(ancestral_sampling(self.energy_net, x, sigmas, known=known, observed=observed,
+                                               generator=generator))
+
     def clamped(self, x: Tensor) -> Tensor:
         """x clamped to ``bounds`` where the model has them."""
         return x.clamp(*self.bounds) if self.bounds is not None else x
@@ -383,11 +405,15 @@ class EBM(GenerativeModel):
                  steps: int | None = None) -> Tensor:
         """Clamped Langevin: the pixels outside ``observed`` ((H, W) or (B, C, H, W), True = kept) of x
         (B, C, H, W) start as noise and follow ``steps`` Langevin steps with the observed pixels put back
-        after each; the observed pixels come back exactly."""
-        if sampler not in (None, "langevin"):
-            raise ValueError(f"ebm completes images by clamped Langevin dynamics ('langevin'), not {sampler!r}")
+        after each (or, ``ancestral``, the observed pixels held at each level's noisy draw of them); the
+        observed pixels come back exactly."""
+        if sampler not in (None, "langevin", "ancestral"):
+            raise ValueError(f"ebm completes images by clamped Langevin dynamics ('langevin') or ancestral sampling "
+                             f"('ancestral'), not {sampler!r}")
         self.check_input(x)
         keep = observed.to(x.device).expand_as(x)
+        if sampler == "ancestral":
+            return self.run_ancestral(len(x), steps, generator, known=x, observed=keep)
         steps = self.sample_steps if steps is None else steps
         if self.annealed:
             return self.run_annealed(self.annealed_start(len(x), generator), steps, generator, known=x, observed=keep)

@@ -30,6 +30,10 @@ NeurIPS 2019, arXiv:1907.05600) runs (1) on a noise-conditional energy E(x, sigm
 N(0, sigma^2 I), through decreasing levels: a chain at a large sigma crosses between modes that the data's own
 energy separates by regions of near-zero density, and each level starts the next near its typical set.
 
+Ancestral sampling (Song et al., "Score-based generative modeling through stochastic differential equations", ICLR
+2021, arXiv:2011.13456, appendix F) walks the same levels once, one energy gradient each, as DDPM's sampler does:
+each step draws the next level's x from the forward process's posterior with Tweedie's estimate of the data.
+
 An energy maps a batch (B, *shape) to per-example energies (B,) and must treat examples independently (no batch
 norm in training mode): the gradient of E.sum() is then each example's own dE/dx. All noise comes from the
 ``generator`` passed in (``genzoo.distributions.numerics.draw``; None means the global RNG, the caller's choice).
@@ -199,4 +203,44 @@ def annealed_langevin(energy: NoiseConditionalEnergy, x: Tensor, sigmas: Tensor,
         level = torch.full((len(x),), last, device=x.device, dtype=x.dtype)
         _, grad = energy_and_gradient(lambda v: energy(v, level), x)
         x = x - last**2 * grad
+    return x if known is None else torch.where(observed, known, x)
+
+
+def ancestral_sampling(energy: NoiseConditionalEnergy, x: Tensor, sigmas: Tensor, *, known: Tensor | None = None,
+                       observed: Tensor | None = None, generator: torch.Generator | None = None,
+                       callback: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """Ancestral sampling from x (B, *shape), a draw at the first of the decreasing levels ``sigmas`` (L,), through
+    the levels to sigma_{L+1} = 0. The forward process adds N(0, (sigma_i^2 - sigma_{i+1}^2) I) from level i+1 to
+    level i; its posterior, with the data replaced by Tweedie's estimate x_i + sigma_i^2 s(x_i, sigma_i), gives
+
+        x_{i+1} = x_i + (sigma_i^2 - sigma_{i+1}^2) s(x_i, sigma_i) + sqrt(sigma_{i+1}^2 (sigma_i^2 - sigma_{i+1}^2) / sigma_i^2) z, (6)
+
+    s = -dE/dx, z ~ N(0, I) (Song et al. 2021, eq. 47). The last step draws no noise: it is Tweedie's (5). Against
+    annealed Langevin with one step a level, (6) moves each level by the noise between it and the next, not by a
+    fixed multiple of sigma_i^2, and adds only the noise the next level has. On Gaussian data N(m, c^2 I) with the
+    exact energy, a draw of variance v at level i leaves with
+
+        v' = v (c^2 + sigma_{i+1}^2)^2 / (c^2 + sigma_i^2)^2 + sigma_{i+1}^2 (sigma_i^2 - sigma_{i+1}^2) / sigma_i^2,  (7)
+
+    short of c^2 + sigma_{i+1}^2 by c^2 (sigma_i^2 - sigma_{i+1}^2)^2 / (sigma_i^2 (c^2 + sigma_i^2)): a bias that
+    vanishes as the levels get dense. Completion (``known``, ``observed``) and ``callback`` as ``annealed_langevin``.
+    Returns x (B, *shape), detached.
+    """
+    if (known is None) != (observed is None):
+        raise ValueError("ancestral_sampling: completion needs both known and observed")
+    levels = [float(s) for s in sigmas]
+    x = x.detach()
+    for i, sigma in enumerate(levels):
+        following = levels[i + 1] if i + 1 < len(levels) else 0.0
+        if known is not None:
+            noisy = known + sigma * draw(torch.randn, x.shape, generator, x.device, x.dtype)
+            x = torch.where(observed, noisy, x)
+        level = torch.full((len(x),), sigma, device=x.device, dtype=x.dtype)
+        _, grad = energy_and_gradient(lambda v, level=level: energy(v, level), x)  # dE/dx = -s
+        gap = sigma**2 - following**2
+        x = x - gap * grad
+        if following > 0:
+            x = x + math.sqrt(following**2 * gap / sigma**2) * draw(torch.randn, x.shape, generator, x.device, x.dtype)
+        if callback is not None:
+            callback(i, x)
     return x if known is None else torch.where(observed, known, x)
