@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from itertools import pairwise
 
 import pytest
 import torch
@@ -376,7 +377,7 @@ def ancestral_covariance(sigmas: Tensor) -> Tensor:
     c2, vectors = torch.linalg.eigh(torch.linalg.inv(PRECISION))  # (2,), (2, 2)
     levels = [*sigmas.tolist(), 0.0]
     v = c2 + levels[0] ** 2
-    for sigma, following in zip(levels, levels[1:]):
+    for sigma, following in pairwise(levels):
         v = v * (c2 + following**2) ** 2 / (c2 + sigma**2) ** 2 + following**2 * (sigma**2 - following**2) / sigma**2
     return vectors @ torch.diag(v) @ vectors.T
 
@@ -400,7 +401,7 @@ def test_ancestral_sampling_follows_its_variance_recursion_and_reaches_the_data_
     else:  # dense: the output's covariance cannot be told from the data's
         assert ((sample_covariance(out) - target).abs() < 4 * errors).all()
     biases = [(ancestral_covariance(geometric_sigmas(3.0, 0.05, n)) - target).abs().max() for n in (4, 20, 100, 2000)]
-    assert all(later < 0.5 * earlier for earlier, later in zip(biases, biases[1:]))
+    assert all(later < 0.5 * earlier for earlier, later in pairwise(biases))
 
 
 def test_ancestral_completion_keeps_the_observed_entries_exactly_and_refuses_half_a_completion():

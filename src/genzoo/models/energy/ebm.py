@@ -180,8 +180,9 @@ class EBM(GenerativeModel):
     capabilities = frozenset({"chain", "complete", "input_gradients"})
     samplers = (SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform noise; with noise_levels > 1, "
                             "annealed through the levels (the steps spread evenly over them), then denoised"),
-                SamplerSpec("ancestral", ("steps",), "noise-conditional energies: ancestral sampling (Song et al. 2021), "
-                            "one step a level, the --steps levels spaced geometrically (default noise_levels)"))
+                SamplerSpec("ancestral", ("steps",), "noise-conditional energies (their default): ancestral sampling "
+                            "(Song et al. 2021), one step a level, the --steps levels spaced geometrically (default "
+                            "noise_levels)"))
     # Du & Mordatch train with Adam betas (0, 0.999): no momentum on a gradient whose negatives change every step
     training_defaults: ClassVar[dict] = {"lr": {"image": 3e-4, "vector": 1e-3}, "betas": (0.0, 0.999),
                                          "batch_size": {"image": 64, "vector": 128}}
@@ -210,6 +211,8 @@ class EBM(GenerativeModel):
             center = 0.5 if kind == "image" else 0.0
             sigma_data = config.sigma_data or (0.5 if kind == "image" else 1.0)
             self.energy_net = DenoiserEnergy(denoiser, config.sigma, config.sigma_max, sigma_data, center)
+            # on MNIST ancestral sampling drew FD 226 where annealed Langevin drew 262, at the same 150 gradients
+            self.samplers = (self.samplers[1], self.samplers[0])
         else:
             self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
                                else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
@@ -350,10 +353,11 @@ class EBM(GenerativeModel):
 
     # --- sampling -----------------------------------------------------------------------------
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
-               steps: int | None = None, sampler: str = "langevin") -> Tensor:
+               steps: int | None = None, sampler: str | None = None) -> Tensor:
         """Fresh chains from noise after ``steps`` Langevin steps (default ``sample_steps``), the last
-        without its noise, or ancestral sampling through ``steps`` levels: (n, *shape)."""
-        if sampler == "ancestral":
+        without its noise, or ancestral sampling through ``steps`` levels (``sampler``; default the model's
+        first): (n, *shape)."""
+        if self.sampler_spec(sampler).name == "ancestral":
             return self.run_ancestral(n, steps, generator)
         steps = self.sample_steps if steps is None else steps
         if steps < 1:
@@ -369,18 +373,18 @@ class EBM(GenerativeModel):
         return self.energy_net.center + spread * draw(torch.randn, (n, *self.info.shape), generator, self.device, self.dtype)
 
     def run_annealed(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
-                     known: Tensor | None = None, observed: Tensor | None = None, callback=None) -> Tensor:
+                     known: Tensor | None = None, observed: Tensor | None = None) -> Tensor:
         """Annealed Langevin from x (B, *shape): ``steps`` in all, spread evenly over the levels (at least one
         each), then the denoising step; clamped to ``bounds`` (images: [0, 1]) at the end."""
         if self.info.kind == "image":
             x = x.contiguous(memory_format=torch.channels_last)
         per_level = max(1, math.ceil(steps / len(self.sigmas)))
         x = annealed_langevin(self.energy_net, x, self.sigmas, per_level, self.step_size, known=known,
-                              observed=observed, generator=generator, callback=callback)
+                              observed=observed, generator=generator)
         return self.clamped(x)
 
     def run_ancestral(self, n: int, steps: int | None, generator: torch.Generator | None = None,
-                      known: Tensor | None = None, observed: Tensor | None = None) -> Tensor:
+                      known: Tensor | None = None, observed: Tensor | None = None, callback=None) -> Tensor:
         """Ancestral sampling of n chains (n, *shape) from ``annealed_start`` through ``steps`` levels from
         sigma_max down to sigma, spaced geometrically (default: the trained levels), clamped to ``bounds``."""
         if not self.annealed:
@@ -394,7 +398,7 @@ class EBM(GenerativeModel):
             x = x.contiguous(memory_format=torch.channels_last)
         sigmas = geometric_sigmas(self.config.sigma_max, self.config.sigma, levels)
         return self.clamped(ancestral_sampling(self.energy_net, x, sigmas, known=known, observed=observed,
-                                               generator=generator))
+                                               generator=generator, callback=callback))
 
     def clamped(self, x: Tensor) -> Tensor:
         """x clamped to ``bounds`` where the model has them."""
@@ -407,9 +411,7 @@ class EBM(GenerativeModel):
         (B, C, H, W) start as noise and follow ``steps`` Langevin steps with the observed pixels put back
         after each (or, ``ancestral``, the observed pixels held at each level's noisy draw of them); the
         observed pixels come back exactly."""
-        if sampler not in (None, "langevin", "ancestral"):
-            raise ValueError(f"ebm completes images by clamped Langevin dynamics ('langevin') or ancestral sampling "
-                             f"('ancestral'), not {sampler!r}")
+        sampler = self.sampler_spec(sampler).name
         self.check_input(x)
         keep = observed.to(x.device).expand_as(x)
         if sampler == "ancestral":
@@ -421,21 +423,20 @@ class EBM(GenerativeModel):
         return self.run_langevin(start, steps, generator, observed=keep, final_noise=False)
 
     def sampling_chain(self, n: int, snapshots: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """The chains at ``snapshots`` step counts spaced evenly in log scale from 1 to ``sample_steps``; annealed,
-        after evenly spaced levels, the last the denoised sample."""
+        """The chains at ``snapshots`` step counts spaced evenly in log scale from 1 to ``sample_steps``; a
+        noise-conditional energy's ancestral chains after evenly spaced levels, the last the denoised sample."""
         if self.annealed:
             levels = len(self.sigmas)
-            keep = {round(k * (levels - 1) / max(1, snapshots - 2)) for k in range(max(1, snapshots - 1))}
+            keep = {round(k * (levels - 1) / max(1, snapshots - 1)) for k in range(snapshots)}
             states: list[Tensor] = []
 
             def record(level: int, x: Tensor) -> None:
                 if level in keep:
                     states.append(self.clamped(x))
 
-            states.append(self.run_annealed(self.annealed_start(n, generator), self.sample_steps, generator,
-                                            callback=record))
-            sigmas = ", ".join(f"{float(self.sigmas[k]):.2g}" for k in sorted(keep))
-            return {f"annealed Langevin after levels sigma = {sigmas}, then denoised": torch.stack(states, 1)}
+            self.run_ancestral(n, None, generator, callback=record)
+            sigmas = ", ".join(f"{float(self.sigmas[k]):.2g}" for k in sorted(keep)[:-1])
+            return {f"ancestral sampling after levels sigma = {sigmas}, then denoised": torch.stack(states, 1)}
         marks = sorted({round(math.exp(k * math.log(self.sample_steps) / max(1, snapshots - 1)))
                         for k in range(snapshots)})
         x, states, done = self.noise(n, generator), [], 0
