@@ -16,8 +16,9 @@ Three objectives (``objective``):
 - ``dsm``: denoising score matching (Vincent 2011) at noise ``sigma``: it fits the score of the data
   convolved with N(0, sigma^2 I), a known bias. With ``noise_levels`` L > 1 the energy is noise-conditional,
   E(x, sigma) on a denoising U-Net (images) or residual MLP (vectors) (``nn.energies.DenoiserEnergy``),
-  fitted at every sigma from ``sigma_max`` down to ``sigma`` (Song & Ermon 2019), and sampled by annealed
-  Langevin dynamics through L levels with a final denoising step (``langevin.annealed_langevin``). The
+  fitted at every sigma from ``sigma_max`` down to ``sigma`` (Song & Ermon 2019), and sampled through the L
+  levels by ancestral sampling (``langevin.ancestral_sampling``, the default) or annealed Langevin dynamics
+  with a final denoising step (``langevin.annealed_langevin``). The
   bias of one sigma then shrinks to the smallest level's, and the chains cross between modes at the large
   levels, which a single energy's chains from noise cannot do in a few hundred steps. ``level_weight``
   weighs the levels: Song & Ermon's sigma^2, or Karras et al.'s, under which the U-Net's error counts alike
