@@ -8,11 +8,12 @@ Adam 1e-3 with cosine decay took 14.6 minutes on one thread and reached 89.24 na
 The deep EBM on MNIST (9,000 training images after the validation tenth, 141 steps of batch 64 an epoch)
 trains at the image defaults, short-run chains: the budget, 2,600 steps (18.6 epochs), is what a 55-minute
 cap on one thread reached beside other jobs. The noise-conditional energy (``ebm-mnist-dsm``) trains by denoising
-score matching, about 3.4 s a step of 64 at width 24 on one thread (double back-propagation through a U-Net): 950
-steps fill a 59-minute cap. At sigma_max = 1, width 24 for 950 steps drew better samples than width 16 for 1,650 (FD
+score matching, 2.3-3.4 s a step of 64 at width 24 on one thread (double back-propagation through a U-Net), as
+machines vary: 950 steps filled the 59-minute cap on the slower. At sigma_max = 1, width 24 for 950 steps drew better samples than width 16 for 1,650 (FD
 296 against 685 on 250 validation samples); at sigma_max = 10 it reached FD 259 on the protocol's 1,000 samples from
 annealed Langevin (version 1), its loss still falling. Version 2 is the same training sampled ancestrally, one
-step a level (FD 226 against 262 on 250 validation samples). On the arena, the vector defaults.
+step a level (FD 211 against 259 on the protocol). Version 3 trains 1,400 steps, 53 minutes on one thread beside
+another job on a faster machine (2.3 s a step): FD 158. On the arena, the vector defaults.
 """
 
 from genzoo.models.recipes import ARENA, Recipe, Reference
@@ -38,10 +39,10 @@ RECIPES = [
            "conv energy 16-32-64 (SiLU), short-run chains of 40 Langevin steps from noise (step 10, noise 0.005, "
            "clamp 0.01), energy penalty 1, Adam 3e-4 with betas (0, 0.999), batch 64; samples: 200 steps",
            sets=("short",), max_minutes=60, eval_metrics="fd,kid,pr,score"),
-    Recipe("ebm-mnist-dsm", "ebm", ("mnist",), 950, (*NOISE_CONDITIONAL, "--set", "channels=24", "--checkpoint-every", "250"),
+    Recipe("ebm-mnist-dsm", "ebm", ("mnist",), 1400, (*NOISE_CONDITIONAL, "--set", "channels=24", "--checkpoint-every", "250"),
            "noise-conditional energy on a U-Net 24-48-48 (1 block/level, 0.64M), denoising score matching over sigma "
            "in [0.01, 10], Adam 5e-4 with cosine decay, EMA 0.999, batch 64; samples: ancestral sampling over the "
-           "150 levels, the last step Tweedie's", version=2,
+           "150 levels, the last step Tweedie's", version=3,
            sets=("short",), max_minutes=59, eval_metrics="fd,kid,pr,score"),
     Recipe("ebm-arena", "ebm", ARENA, None, (),
            "MLP 3 x 128 (SiLU); persistent chains of exact Langevin (20 steps of 0.01, buffer 10,000), energy "
