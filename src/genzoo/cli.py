@@ -247,8 +247,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser, purpose: str) -> None:
     """--sampler and one flag per SAMPLING_OPTIONS; a model refuses by name what its sampler lacks."""
     parser.add_argument("--sampler", help=f"how the model generates {purpose}; one of the model's samplers: "
                                           "autoregressive models 'cached' (default) or 'naive'; ddpm 'ddim' "
-                                          "(default), 'dpm-solver' or 'ddpm'; rbm 'gibbs'; ebm 'langevin' (default) or, "
-                                          "noise-conditional, 'ancestral'; other models 'ancestral'")
+                                          "(default), 'dpm-solver' or 'ddpm'; rbm 'gibbs'; ebm 'langevin' or, for a "
+                                          "noise-conditional energy, 'ancestral' (its default); other models 'ancestral'")
     parser.add_argument("--steps", type=int, help="sampling steps, for samplers that take them")
     parser.add_argument("--temperature", type=float, help="sampling temperature, for samplers that take one")
     parser.add_argument("--guidance", type=float,

