@@ -189,25 +189,30 @@ def test_a_noise_conditional_energy_trains_by_dsm_and_samples_through_its_levels
     assert model.log_likelihood(x).kind == "unavailable"
 
 
-def test_a_noise_conditional_energy_samples_and_completes_ancestrally_and_a_single_level_refuses():
+@pytest.mark.parametrize("sampler", ["ancestral", "pc"])
+def test_a_noise_conditional_energy_samples_and_completes_through_its_levels_and_a_single_level_refuses(sampler):
     model = small_ebm(DIGITS, objective="dsm", noise_levels=3, sigma=0.05, sigma_max=1.0, channels=8,
                       channel_mult=(1, 2))
     x = torch.rand(4, 1, 8, 8)
     observed = torch.zeros(8, 8, dtype=torch.bool)
     observed[:4] = True
     with torch.no_grad():
-        samples = model.generate(4, generator=torch.Generator().manual_seed(0), sampler="ancestral", steps=5)
+        samples = model.generate(4, generator=torch.Generator().manual_seed(0), sampler=sampler, steps=5)
         langevin = model.generate(4, generator=torch.Generator().manual_seed(0), sampler="langevin", steps=5)
-        completed = model.complete(x, observed, generator=torch.Generator().manual_seed(0), sampler="ancestral")
+        completed = model.complete(x, observed, generator=torch.Generator().manual_seed(0), sampler=sampler)
     assert samples.shape == (4, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     assert not torch.equal(samples, langevin)
     assert torch.equal(completed[..., :4, :], x[..., :4, :]) and not torch.equal(completed[..., 4:, :], x[..., 4:, :])
+    if sampler == "pc":  # the corrector's steps change the chains: pc is not ancestral under another name
+        with torch.no_grad():
+            ancestral = model.generate(4, generator=torch.Generator().manual_seed(0), sampler="ancestral", steps=5)
+        assert not torch.equal(samples, ancestral)
     with pytest.raises(ValueError, match="^ebm: --steps 1: ancestral sampling needs at least 2 noise levels$"):
-        model.generate(2, sampler="ancestral", steps=1)
+        model.generate(2, sampler=sampler, steps=1)
     single = small_ebm(DIGITS, objective="dsm", channels=8)
-    with pytest.raises(ValueError, match="^ebm: the ancestral sampler walks the noise levels of a noise-conditional "
+    with pytest.raises(ValueError, match="^ebm: the ancestral and pc samplers walk the noise levels of a noise-conditional "
                                          "energy; this one has a single level: use --sampler langevin"):
-        single.generate(2, sampler="ancestral")
+        single.generate(2, sampler=sampler)
 
 
 def test_karras_level_weight_multiplies_each_examples_loss_by_one_plus_sigma2_over_sigma_data2():

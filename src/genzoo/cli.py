@@ -248,7 +248,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser, purpose: str) -> None:
     parser.add_argument("--sampler", help=f"how the model generates {purpose}; one of the model's samplers: "
                                           "autoregressive models 'cached' (default) or 'naive'; ddpm 'ddim' "
                                           "(default), 'dpm-solver' or 'ddpm'; rbm 'gibbs'; ebm 'langevin' or, for a "
-                                          "noise-conditional energy, 'ancestral' (its default); other models 'ancestral'")
+                                          "noise-conditional energy, 'ancestral' (its default) or 'pc' "
+                                          "(predictor-corrector); other models 'ancestral'")
     parser.add_argument("--steps", type=int, help="sampling steps, for samplers that take them")
     parser.add_argument("--temperature", type=float, help="sampling temperature, for samplers that take one")
     parser.add_argument("--guidance", type=float,

@@ -168,6 +168,7 @@ SHORT_RUN_SAMPLE_MULTIPLE = 5  # a short-run model's own chain, run on: MNIST FD
 # to white from N(0.5, 1.25 I) and drew digits from the data's pixel means and variances plus sigma_max^2.
 ANNEALED_STEP = 0.5
 ANNEALED_STEPS_PER_LEVEL = 1
+PC_SNR = 0.16  # the corrector's signal-to-noise ratio (Song et al. 2021's for this process on CIFAR-10)
 MONITORED = 8  # examples whose dE/dx a noise-conditional energy's divergence check reads
 
 
@@ -175,6 +176,10 @@ LANGEVIN = SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform n
                        "through the levels (the steps spread evenly over them), then denoised")
 ANCESTRAL = SamplerSpec("ancestral", ("steps",), "noise-conditional energies (their default): ancestral sampling (Song "
                         "et al. 2021), one step a level, the --steps levels spaced geometrically (default noise_levels)")
+
+PREDICTOR_CORRECTOR = SamplerSpec("pc", ("steps",), "noise-conditional energies: ancestral sampling with one Langevin "
+                                  "corrector step a level before each (Song et al. 2021's predictor-corrector), twice "
+                                  "the gradients of ancestral")
 
 
 class EBM(GenerativeModel):
@@ -185,7 +190,7 @@ class EBM(GenerativeModel):
     family = "energy"
     value_types = ("discrete", "continuous")
     capabilities = frozenset({"chain", "complete", "input_gradients"})
-    samplers = (LANGEVIN, ANCESTRAL)
+    samplers = (LANGEVIN, ANCESTRAL, PREDICTOR_CORRECTOR)
     # Du & Mordatch train with Adam betas (0, 0.999): no momentum on a gradient whose negatives change every step
     training_defaults: ClassVar[dict] = {"lr": {"image": 3e-4, "vector": 1e-3}, "betas": (0.0, 0.999),
                                          "batch_size": {"image": 64, "vector": 128}}
@@ -215,7 +220,7 @@ class EBM(GenerativeModel):
             sigma_data = config.sigma_data or (0.5 if kind == "image" else 1.0)
             self.energy_net = DenoiserEnergy(denoiser, config.sigma, config.sigma_max, sigma_data, center)
             # on MNIST ancestral sampling drew FD 211 where annealed Langevin drew 259, at the same 150 gradients
-            self.samplers = (ANCESTRAL, LANGEVIN)
+            self.samplers = (ANCESTRAL, PREDICTOR_CORRECTOR, LANGEVIN)
         else:
             self.energy_net = (ConvEnergy(info.shape, config.channels) if kind == "image"
                                else MLPEnergy(info.shape, config.hidden_dim, config.num_hidden_layers))
@@ -360,8 +365,9 @@ class EBM(GenerativeModel):
         """Fresh chains from noise after ``steps`` Langevin steps (default ``sample_steps``), the last
         without its noise, or ancestral sampling through ``steps`` levels (``sampler``; default the model's
         first): (n, *shape)."""
-        if self.sampler_spec(sampler).name == "ancestral":
-            return self.run_ancestral(n, steps, generator)
+        name = self.sampler_spec(sampler).name
+        if name in ("ancestral", "pc"):
+            return self.run_ancestral(n, steps, generator, corrector_steps=int(name == "pc"))
         steps = self.sample_steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"ebm: --steps {steps}: a Langevin chain needs at least 1 step")
@@ -387,11 +393,13 @@ class EBM(GenerativeModel):
         return self.clamped(x)
 
     def run_ancestral(self, n: int, steps: int | None, generator: torch.Generator | None = None,
-                      known: Tensor | None = None, observed: Tensor | None = None, callback=None) -> Tensor:
+                      known: Tensor | None = None, observed: Tensor | None = None, callback=None,
+                      corrector_steps: int = 0) -> Tensor:
         """Ancestral sampling of n chains (n, *shape) from ``annealed_start`` through ``steps`` levels from
-        sigma_max down to sigma, spaced geometrically (default: the trained levels), clamped to ``bounds``."""
+        sigma_max down to sigma, spaced geometrically (default: the trained levels), with ``corrector_steps``
+        Langevin steps at ratio ``PC_SNR`` a level (predictor-corrector); clamped to ``bounds``."""
         if not self.annealed:
-            raise ValueError("ebm: the ancestral sampler walks the noise levels of a noise-conditional energy; this "
+            raise ValueError("ebm: the ancestral and pc samplers walk the noise levels of a noise-conditional energy; this "
                              "one has a single level: use --sampler langevin (or train with --set noise_levels=L)")
         levels = self.config.noise_levels if steps is None else steps
         if levels < 2:
@@ -401,7 +409,8 @@ class EBM(GenerativeModel):
             x = x.contiguous(memory_format=torch.channels_last)
         sigmas = geometric_sigmas(self.config.sigma_max, self.config.sigma, levels)
         return self.clamped(ancestral_sampling(self.energy_net, x, sigmas, known=known, observed=observed,
-                                               generator=generator, callback=callback))
+                                               generator=generator, callback=callback,
+                                               corrector_steps=corrector_steps, snr=PC_SNR))
 
     def clamped(self, x: Tensor) -> Tensor:
         """x clamped to ``bounds`` where the model has them."""
@@ -417,8 +426,9 @@ class EBM(GenerativeModel):
         sampler = self.sampler_spec(sampler).name
         self.check_input(x)
         keep = observed.to(x.device).expand_as(x)
-        if sampler == "ancestral":
-            return self.run_ancestral(len(x), steps, generator, known=x, observed=keep)
+        if sampler in ("ancestral", "pc"):
+            return self.run_ancestral(len(x), steps, generator, known=x, observed=keep,
+                                      corrector_steps=int(sampler == "pc"))
         steps = self.sample_steps if steps is None else steps
         if self.annealed:
             return self.run_annealed(self.annealed_start(len(x), generator), steps, generator, known=x, observed=keep)
