@@ -184,7 +184,7 @@ def test_a_noise_conditional_energy_trains_by_dsm_and_samples_through_its_levels
     assert samples.shape == (4, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     assert torch.equal(completed[..., :4, :], x[..., :4, :]) and not torch.equal(completed[..., 4:, :], x[..., 4:, :])
     # 3 levels give 3 states (at most one a level), the last the denoised sample
-    assert chain.shape[:2] == (3, 3) and "ancestral sampling" in title and "then denoised" in title
+    assert chain.shape[:2] == (3, 3) and "predictor-corrector sampling" in title and "then denoised" in title
     assert torch.equal(chain[:, -1], model.generate(3, generator=torch.Generator().manual_seed(0)))
     assert model.log_likelihood(x).kind == "unavailable"
 
