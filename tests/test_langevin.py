@@ -471,7 +471,7 @@ def test_predictor_corrector_follows_its_recursion_and_repairs_coarse_levels():
 
 def test_the_corrector_keeps_held_entries_and_refuses_bad_arguments():
     held = torch.tensor([[5.0, 0.0]] * 10, dtype=F64)
-    out = langevin_corrector(gaussian_energy, held, 3, 0.2, held=held, observed=torch.tensor([True, False]),
+    out = langevin_corrector(gaussian_energy, held, 3, 0.2, observed=torch.tensor([True, False]),
                              generator=torch.Generator().manual_seed(13))
     assert torch.equal(out[:, 0], held[:, 0]) and not torch.equal(out[:, 1], held[:, 1])
     for steps, snr in ((-1, 0.1), (1, 0.0)):

@@ -169,8 +169,7 @@ SHORT_RUN_SAMPLE_MULTIPLE = 5  # a short-run model's own chain, run on: MNIST FD
 # to white from N(0.5, 1.25 I) and drew digits from the data's pixel means and variances plus sigma_max^2.
 ANNEALED_STEP = 0.5
 ANNEALED_STEPS_PER_LEVEL = 1
-PC_SNR = 0.16  # the corrector's signal-to-noise ratio (Song et al. 2021's for this process on CIFAR-10)
-PC_CORRECTOR_STEPS = 1  # corrector steps a level of the pc sampler (Song et al.'s)
+PC_CORRECTOR_STEPS = 1  # corrector steps a level of the pc sampler, at langevin.CORRECTOR_SNR (Song et al.'s)
 MONITORED = 8  # examples whose dE/dx a noise-conditional energy's divergence check reads
 
 
@@ -178,15 +177,11 @@ LANGEVIN = SamplerSpec("langevin", ("steps",), "Langevin dynamics from uniform n
                        "through the levels (the steps spread evenly over them), then denoised")
 ANCESTRAL = SamplerSpec("ancestral", ("steps",), "noise-conditional energies: ancestral sampling (Song "
                         "et al. 2021), one step a level, the --steps levels spaced geometrically (default noise_levels)")
-
-PREDICTOR_CORRECTOR = SamplerSpec("pc", ("steps",), "noise-conditional energies (their default): ancestral sampling with one Langevin "
-                                  "corrector step a level before each (Song et al. 2021's predictor-corrector), twice "
-                                  "the gradients of ancestral")
-
-
-def corrector_steps(sampler: str) -> int:
-    """Langevin corrector steps a level of the level-walking sampler ``sampler`` (ancestral or pc)."""
-    return PC_CORRECTOR_STEPS if sampler == "pc" else 0
+PREDICTOR_CORRECTOR = SamplerSpec("pc", ("steps",), "noise-conditional energies (their default): ancestral sampling "
+                                  "with one Langevin corrector step a level before each (Song et al. 2021's "
+                                  "predictor-corrector), twice the gradients of ancestral")
+# the samplers that walk a noise-conditional energy's levels -> their Langevin corrector steps a level
+LEVEL_SAMPLERS = {ANCESTRAL.name: 0, PREDICTOR_CORRECTOR.name: PC_CORRECTOR_STEPS}
 
 
 class EBM(GenerativeModel):
@@ -374,8 +369,8 @@ class EBM(GenerativeModel):
         without its noise, or ancestral (predictor-corrector) sampling through ``steps`` levels (``sampler``;
         default the model's first): (n, *shape)."""
         name = self.sampler_spec(sampler).name
-        if name in ("ancestral", "pc"):
-            return self.run_ancestral(n, steps, generator, corrector_steps=corrector_steps(name))
+        if name in LEVEL_SAMPLERS:
+            return self.run_ancestral(n, steps, generator, corrector_steps=LEVEL_SAMPLERS[name])
         steps = self.sample_steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"ebm: --steps {steps}: a Langevin chain needs at least 1 step")
@@ -405,10 +400,10 @@ class EBM(GenerativeModel):
                       corrector_steps: int = 0) -> Tensor:
         """Ancestral sampling of n chains (n, *shape) from ``annealed_start`` through ``steps`` levels from
         sigma_max down to sigma, spaced geometrically (default: the trained levels), with ``corrector_steps``
-        Langevin steps at ratio ``PC_SNR`` a level (predictor-corrector); clamped to ``bounds``."""
+        Langevin steps a level (predictor-corrector); clamped to ``bounds``."""
         if not self.annealed:
-            raise ValueError("ebm: the ancestral and pc samplers walk the noise levels of a noise-conditional energy; this "
-                             "one has a single level: use --sampler langevin (or train with --set noise_levels=L)")
+            raise ValueError("ebm: the ancestral and pc samplers walk the noise levels of a noise-conditional energy; "
+                             "this one has a single level: use --sampler langevin (or train with --set noise_levels=L)")
         levels = self.config.noise_levels if steps is None else steps
         if levels < 2:
             raise ValueError(f"ebm: --steps {levels}: ancestral sampling needs at least 2 noise levels")
@@ -418,7 +413,7 @@ class EBM(GenerativeModel):
         sigmas = geometric_sigmas(self.config.sigma_max, self.config.sigma, levels)
         return self.clamped(ancestral_sampling(self.energy_net, x, sigmas, known=known, observed=observed,
                                                generator=generator, callback=callback,
-                                               corrector_steps=corrector_steps, snr=PC_SNR))
+                                               corrector_steps=corrector_steps))
 
     def clamped(self, x: Tensor) -> Tensor:
         """x clamped to ``bounds`` where the model has them."""
@@ -434,9 +429,9 @@ class EBM(GenerativeModel):
         sampler = self.sampler_spec(sampler).name
         self.check_input(x)
         keep = observed.to(x.device).expand_as(x)
-        if sampler in ("ancestral", "pc"):
+        if sampler in LEVEL_SAMPLERS:
             return self.run_ancestral(len(x), steps, generator, known=x, observed=keep,
-                                      corrector_steps=corrector_steps(sampler))
+                                      corrector_steps=LEVEL_SAMPLERS[sampler])
         steps = self.sample_steps if steps is None else steps
         if self.annealed:
             return self.run_annealed(self.annealed_start(len(x), generator), steps, generator, known=x, observed=keep)
@@ -456,11 +451,10 @@ class EBM(GenerativeModel):
                 if level in keep:
                     states.append(self.clamped(x))
 
-            default = self.samplers[0].name  # ancestral or pc
-            self.run_ancestral(n, None, generator, callback=record, corrector_steps=corrector_steps(default))
+            self.run_ancestral(n, None, generator, callback=record, corrector_steps=PC_CORRECTOR_STEPS)
             sigmas = ", ".join(f"{float(self.sigmas[k]):.2g}" for k in sorted(keep)[:-1])
-            method = "predictor-corrector" if default == "pc" else "ancestral"
-            return {f"{method} sampling after levels sigma = {sigmas}, then denoised": torch.stack(states, 1)}
+            title = f"predictor-corrector sampling after levels sigma = {sigmas}, then denoised"
+            return {title: torch.stack(states, 1)}
         marks = sorted({round(math.exp(k * math.log(self.sample_steps) / max(1, snapshots - 1)))
                         for k in range(snapshots)})
         x, states, done = self.noise(n, generator), [], 0

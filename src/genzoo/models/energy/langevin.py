@@ -52,6 +52,7 @@ from torch import Tensor
 from genzoo.distributions.numerics import draw
 
 Energy = Callable[[Tensor], Tensor]  # inputs (B, *shape) -> energies (B,)
+CORRECTOR_SNR = 0.16  # the corrector's signal-to-noise ratio r: Song et al. 2021's for this process on CIFAR-10
 NoiseConditionalEnergy = Callable[[Tensor, Tensor], Tensor]  # (inputs (B, *shape), sigmas (B,)) -> energies (B,)
 
 
@@ -208,8 +209,8 @@ def annealed_langevin(energy: NoiseConditionalEnergy, x: Tensor, sigmas: Tensor,
     return x if known is None else torch.where(observed, known, x)
 
 
-def langevin_corrector(energy: Energy, x: Tensor, steps: int, snr: float, *, generator: torch.Generator | None = None,
-                       held: Tensor | None = None, observed: Tensor | None = None) -> Tensor:
+def langevin_corrector(energy: Energy, x: Tensor, steps: int, snr: float = CORRECTOR_SNR, *,
+                       generator: torch.Generator | None = None, observed: Tensor | None = None) -> Tensor:
     """``steps`` Langevin steps (1) on one level's energy from x (B, *shape), each example's step size set by the
     signal-to-noise ratio r = ``snr`` of that step (Song et al. 2021, algorithm 5):
 
@@ -221,12 +222,13 @@ def langevin_corrector(energy: Energy, x: Tensor, steps: int, snr: float, *, gen
 
         v' = v (1 + r^2) (D + 2) / (D - 2),                                                                   (9)
 
-    r^2 above v as D grows (r = 0.16: 2.6%). Completion: where ``observed`` is True, x is put back to ``held``
-    after each step. Returns x (B, *shape), detached.
+    r^2 above v as D grows (r = 0.16: 2.6%). ``observed`` as ``langevin``'s: those entries are put back to their
+    values in the input x after each step. Returns x (B, *shape), detached.
     """
     if steps < 0 or not snr > 0:
         raise ValueError(f"langevin_corrector: needs steps >= 0 and snr > 0, got {steps}, {snr}")
-    x = x.detach()
+    start = x.detach()  # (B, *shape): the observed entries' values
+    x = start
     for _ in range(steps):
         _, grad = energy_and_gradient(energy, x)  # (B, *shape), dE/dx = -s
         z = draw(torch.randn, x.shape, generator, x.device, x.dtype)
@@ -234,14 +236,14 @@ def langevin_corrector(energy: Energy, x: Tensor, steps: int, snr: float, *, gen
         h = (2 * (snr * ratio) ** 2).reshape(-1, *[1] * (x.dim() - 1))
         x = x - h * grad + (2 * h).sqrt() * z
         if observed is not None:
-            x = torch.where(observed, held, x)
+            x = torch.where(observed, start, x)
     return x
 
 
 def ancestral_sampling(energy: NoiseConditionalEnergy, x: Tensor, sigmas: Tensor, *, known: Tensor | None = None,
                        observed: Tensor | None = None, generator: torch.Generator | None = None,
                        callback: Callable[[int, Tensor], None] | None = None, corrector_steps: int = 0,
-                       snr: float = 0.16) -> Tensor:
+                       snr: float = CORRECTOR_SNR) -> Tensor:
     """Ancestral sampling from x (B, *shape), a draw at the first of the decreasing levels ``sigmas`` (L,), through
     the levels to sigma_{L+1} = 0. The forward process adds N(0, (sigma_i^2 - sigma_{i+1}^2) I) from level i+1 to
     level i; its posterior, with the data replaced by Tweedie's estimate x_i + sigma_i^2 s(x_i, sigma_i), gives
@@ -258,9 +260,8 @@ def ancestral_sampling(energy: NoiseConditionalEnergy, x: Tensor, sigmas: Tensor
     short of c^2 + sigma_{i+1}^2 by c^2 (sigma_i^2 - sigma_{i+1}^2)^2 / (sigma_i^2 (c^2 + sigma_i^2)): a bias that
     vanishes as the levels get dense. With ``corrector_steps`` = M > 0 it is Song et al.'s predictor-corrector
     sampler: M steps of ``langevin_corrector`` at ratio ``snr`` on level i's energy before each step (6), which pull
-    x toward that level's marginal and so repair what the coarse steps left (r = 0.16 is their value for this
-    process on CIFAR-10). Completion (``known``, ``observed``) and ``callback`` as ``annealed_langevin``.
-    Returns x (B, *shape), detached.
+    x toward that level's marginal and so repair what the coarse steps left. Completion (``known``, ``observed``)
+    and ``callback`` as ``annealed_langevin``. Returns x (B, *shape), detached.
     """
     if (known is None) != (observed is None):
         raise ValueError("ancestral_sampling: completion needs both known and observed")
@@ -277,8 +278,7 @@ def ancestral_sampling(energy: NoiseConditionalEnergy, x: Tensor, sigmas: Tensor
             return energy(v, level)
 
         if corrector_steps:
-            x = langevin_corrector(energy_at_level, x, corrector_steps, snr, generator=generator,
-                                   held=None if known is None else x, observed=observed)
+            x = langevin_corrector(energy_at_level, x, corrector_steps, snr, generator=generator, observed=observed)
         _, grad = energy_and_gradient(energy_at_level, x)  # dE/dx = -s
         gap = sigma**2 - following**2
         x = x - gap * grad

@@ -9,16 +9,16 @@ The deep EBM on MNIST (9,000 training images after the validation tenth, 141 ste
 trains at the image defaults, short-run chains: the budget, 2,600 steps (18.6 epochs), is what a 55-minute
 cap on one thread reached beside other jobs. The noise-conditional energy (``ebm-mnist-dsm``) trains by denoising
 score matching, 2.3-3.4 s a step of 64 at width 24 on one thread (double back-propagation through a U-Net), as
-machines vary: 950 steps filled the 59-minute cap on the slower. At sigma_max = 1, width 24 for 950 steps drew better samples than width 16 for 1,650 (FD
-296 against 685 on 250 validation samples); at sigma_max = 10 it reached FD 259 on the protocol's 1,000 samples from
-annealed Langevin (version 1), its loss still falling. Version 2 is the same training sampled ancestrally, one
-step a level (FD 211 against 259 on the protocol). Version 3 trains 1,400 steps, 53 minutes on one thread beside
+machines vary: 950 steps filled the 59-minute cap on the slower. At sigma_max = 1, width 24 for 950 steps drew
+better samples than width 16 for 1,650 (FD 296 against 685 on 250 validation samples); at sigma_max = 10 it
+reached FD 259 on the protocol's 1,000 samples from annealed Langevin (version 1), its loss still falling.
+Version 2 is the same training sampled ancestrally, one step a level (FD 211 against 259 on the protocol). Version 3 trains 1,400 steps, 53 minutes on one thread beside
 another job on a faster machine (2.3 s a step): FD 158. Version 4 is version 3's training sampled by
 predictor-corrector (one Langevin corrector step a level, twice the gradients): FD 133.5 on the protocol, and
 133.1 against ancestral's 175.7 on 250 validation images. Version 5 spends the same hour on 2,500 steps of batch
 32 (1.3 s a step against 2.3 for 64: 25 examples a second against 28, 80,000 examples against 90,000, 1.8x the
-updates): FD 118.6 on the protocol, and 113.3 against version 4's 133.1 on the 250 validation images. On the arena, the
-vector defaults.
+updates): FD 118.6 on the protocol, and 113.3 against version 4's 133.1 on the 250 validation images. On the
+arena, the vector defaults.
 """
 
 from genzoo.models.recipes import ARENA, Recipe, Reference
