@@ -7,7 +7,8 @@ is appended to OUT/results.jsonl, where `genzoo bench table OUT/results.jsonl --
 
 --converge A,B adds the step-count check: FD with A steps over FD with B steps of DDIM from the same
 starting noise (the same seed draws the same x_T, and DDIM with eta = 0 draws nothing else), for each
-seed of --seeds, and their mean ratio.
+seed of --seeds, and their mean ratio, printed and appended to OUT/convergence.jsonl (a
+setting of --settings that is also a leg of the check, such as ddim:250 at seed 0, is drawn once).
 
     OMP_NUM_THREADS=1 python benchmarks/diffusion_samplers.py RUN --data-root ../shared/data --out bench \\
         --settings ddim:10,ddim:25,ddim:50,dpm-solver:10,dpm-solver:20 [--guidance 2] [--converge 25,250]
@@ -16,6 +17,7 @@ seed of --seeds, and their mean ratio.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -25,11 +27,13 @@ import torch
 
 from genzoo.bench.records import RESULTS_FILE, append_record, read_results, run_record
 from genzoo.bench.tables import render
+from genzoo.checkpoint import METRICS_FILE
 from genzoo.data.registry import load_split
 from genzoo.evaluate.metrics import run_metrics
 from genzoo.models.registry import load_run
 
 SAMPLE_METRICS = ["fd", "kid", "pr", "score"]
+CONVERGENCE_FILE = "convergence.jsonl"
 
 
 def parse_settings(text: str) -> list[tuple[str, int | None]]:
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.out) / RESULTS_FILE
     results.parent.mkdir(parents=True, exist_ok=True)
 
-    def evaluate(sampler: str, steps: int | None, seed: int = 0) -> dict:
+    @functools.cache  # a setting that is also a leg of the convergence check is drawn once
+    def evaluate(sampler: str, steps: int | None, seed: int) -> dict:  # positional: one cache key a setting
         sampling = {"sampler": sampler, "steps": steps, "guidance": args.guidance}
         started = time.perf_counter()
         evaluation = run_metrics(model, split, info, SAMPLE_METRICS, seed=seed, sampling=sampling)
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return evaluation
 
     for sampler, steps in parse_settings(args.settings):
-        evaluation = evaluate(sampler, steps)
+        evaluation = evaluate(sampler, steps, 0)
         append_record(results, run_record(Path(args.run_dir), evaluation, provenance,
                                           subset=None if not args.samples else split.source,
                                           eval_seconds=evaluation["eval_seconds"]))
@@ -81,13 +86,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.converge:
         few, many = (int(s) for s in args.converge.split(","))
-        ratios = []
+        fds = {}  # seed -> (FD with few steps, FD with many)
         for seed in (int(s) for s in args.seeds.split(",")):
-            fd_few, fd_many = (evaluate("ddim", steps, seed)["fd"] for steps in (few, many))
-            ratios.append(fd_few / fd_many)
-            print(f"seed {seed}: FD(DDIM-{few}) {fd_few:.2f} / FD(DDIM-{many}) {fd_many:.2f} = {ratios[-1]:.3f}")
-        summary = {"few": few, "many": many, "ratios": ratios, "mean_ratio": sum(ratios) / len(ratios),
-                   "samples": len(split), "run_dir": args.run_dir}
+            fds[seed] = tuple(evaluate("ddim", steps, seed)["fd"] for steps in (few, many))
+            print(f"seed {seed}: FD(DDIM-{few}) {fds[seed][0]:.2f} / FD(DDIM-{many}) {fds[seed][1]:.2f} "
+                  f"= {fds[seed][0] / fds[seed][1]:.3f}")
+        ratios = [fd_few / fd_many for fd_few, fd_many in fds.values()]
+        trained = Path(args.run_dir) / METRICS_FILE
+        summary = {"few": few, "many": many, "seeds": list(fds), "fd_few": [f[0] for f in fds.values()],
+                   "fd_many": [f[1] for f in fds.values()], "ratios": ratios, "mean_ratio": sum(ratios) / len(ratios),
+                   "samples": len(split), "guidance": args.guidance, "run_dir": provenance["run_dir"],
+                   "recipe": json.loads(trained.read_text()).get("recipe", {}).get("name") if trained.exists() else None}
+        with open(Path(args.out) / CONVERGENCE_FILE, "a") as f:
+            f.write(json.dumps(summary) + "\n")
         print(json.dumps(summary))
     return 0
 

@@ -212,6 +212,19 @@ def test_save_load_gives_the_same_outputs(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["num_levels"] == 17
 
 
+def test_a_loaded_image_model_computes_in_channels_last_and_the_layout_changes_no_values(tmp_path):
+    tiny_unet = {"timesteps": 20, "channels": 8, "channel_mult": (1,), "blocks": 1, "attention_resolutions": (0,)}
+    train("ddpm", tmp_path / "run", tiny_unet, max_steps=3, batch_size=16)
+    loaded, _ = load_run(tmp_path / "run")
+    convolutions = [p for p in loaded.parameters() if p.dim() == 4 and min(p.shape[1:]) > 1]  # (out, in, k, k)
+    assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
+    cl = loaded.sample(4, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=5)
+    nchw = loaded.to(memory_format=torch.contiguous_format)
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
+    torch.testing.assert_close(cl, nchw.sample(4, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=5),
+                               atol=1 / 255, rtol=0)  # within one 8-bit level: a float reordering, no more
+
+
 def test_training_state_holds_no_pickle(tmp_path):
     train("vae", tmp_path / "run", TINY, max_steps=3, batch_size=64)
     for name in (checkpoint.MODEL_FILE, checkpoint.TRAIN_STATE_FILE):

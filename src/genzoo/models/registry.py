@@ -97,4 +97,4 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu"):
     tensors = {name: value for name, value in tensors.items() if name not in unsaved}
     what = f"model {config['model']!r} as configured in {checkpoint.CONFIG_FILE}"
     checkpoint.load_state_dict_checked(model, tensors, path, what)
-    return model.to(device).eval(), config
+    return model.to(device, memory_format=model.info.memory_format).eval(), config

@@ -121,11 +121,11 @@ class Trainer:
                                              weight_decay=config.weight_decay, fused=fused) for p in self.phases]
         schedule = lambda step: lr_factor(step, self.total_steps, config.warmup_steps, config.lr_schedule)  # noqa: E731
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in self.optimizers]
-        self.memory_format = torch.channels_last if self.info.kind == "image" else torch.contiguous_format
+        self.memory_format = self.info.memory_format
         if self.closed_form:  # no gradients to synchronise: nothing for accelerate to wrap
             self.model = model.to(self.accelerator.device)
         else:
-            model = model.to(memory_format=self.memory_format)  # channels_last: 6x faster 3x3 convs on this CPU
+            model = model.to(memory_format=self.memory_format)
             self.model, *self.optimizers = self.accelerator.prepare(model, *self.optimizers)
         self.unwrapped: GenerativeModel = self.accelerator.unwrap_model(self.model)  # once: ~0.5 ms a call, every step
         self.ema = ema_model(self.unwrapped, config.ema_decay, config.ema_warmup) if config.ema_decay else None
