@@ -79,6 +79,37 @@ def betas_for(schedule: str, timesteps: int, cosine_offset: float = COSINE_OFFSE
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=MAX_BETA)
 
 
+def stratified_bound(term: Callable[[Tensor], Tensor], prior: Tensor, timesteps: int, draws: int,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+    """An unbiased estimate (B,) of a diffusion's bound L = prior + sum_t L_t and its variance (B,) (None from
+    one draw), where ``term(t)`` (t (B,) indices) is L_t of each example with fresh noise: L_0 the decoder,
+    L_t (t >= 1) the KL at the paper's step t + 1; ``prior`` (B,) is the prior's KL.
+
+    Each draw is prior + L_0 + (T - 1) L_t: two denoiser passes, so the large decoder term is never left to
+    chance over t. t is stratified: the draws fall in S = max(1, draws // 2) equal strata of 1..T-1 (draw d
+    in stratum d mod S, uniform within it), so every estimate visits the whole range of t. The estimate is
+    the mean of the strata's means; its variance sum_s s_s^2 / (n_s S^2) from each stratum's sample variance
+    s_s^2 over its n_s >= 2 draws.
+    """
+    b, device = len(prior), prior.device
+    strata = max(1, draws // 2)
+    estimates = []
+    for d in range(draws):
+        estimate = prior + term(torch.zeros(b, dtype=torch.long, device=device))
+        if timesteps > 1:
+            u = (d % strata + draw(torch.rand, (b,), generator, device)) / strata  # uniform in stratum d mod S
+            t = (1 + (u * (timesteps - 1)).long()).clamp(max=timesteps - 1)
+            estimate = estimate + (timesteps - 1) * term(t)
+        estimates.append(estimate)
+    stacked = torch.stack(estimates)  # (draws, B)
+    by_stratum = [stacked[s::strata] for s in range(strata)]  # each (n_s, B)
+    mean = torch.stack([e.mean(0) for e in by_stratum]).mean(0)
+    if draws < 2:
+        return mean, None
+    variance = torch.stack([e.var(0) / len(e) for e in by_stratum]).sum(0) / strata**2
+    return mean, variance
+
+
 class Split(NamedTuple):
     """A denoiser's output read as the process needs it."""
 
@@ -226,36 +257,12 @@ class GaussianDiffusion:
 
     def nll_bound(self, denoiser: Denoiser, x0: Tensor, y: Tensor | None, draws: int, num_levels: int | None,
                   generator: torch.Generator | None = None, clip: bool = False) -> tuple[Tensor, Tensor | None]:
-        """An unbiased estimate (B,) of the bound L on -log p(x_0) and its variance (B,) (None from one draw).
-
-        Each draw is prior + decoder(x_1) + (T - 1) KL_t with fresh noise: two denoiser passes, so the
-        large decoder term is never left to chance over t. t is stratified: the draws fall in S =
-        max(1, draws // 2) equal strata of t in 2..T (draw d in stratum d mod S, uniform within it), so
-        every estimate visits the whole range of t. The estimate is the mean of the strata's means; its
-        variance sum_s s_s^2 / (n_s S^2) from each stratum's sample variance s_s^2 over its n_s >= 2 draws.
-        """
-        b, shape = len(x0), tuple(x0.shape)
-        strata = max(1, draws // 2)
-        estimates = []
-        for d in range(draws):
-            zero = torch.zeros(b, dtype=torch.long, device=x0.device)
-            decoder = self.bound_term(denoiser, x0, zero, y, draw(torch.randn, shape, generator, x0.device), num_levels,
-                                      clip)
-            estimate = self.prior_kl(x0) + decoder
-            if self.timesteps > 1:
-                u = (d % strata + draw(torch.rand, (b,), generator, x0.device)) / strata  # uniform in stratum d mod S
-                t = (1 + (u * (self.timesteps - 1)).long()).clamp(max=self.timesteps - 1)
-                kl = self.bound_term(denoiser, x0, t, y, draw(torch.randn, shape, generator, x0.device), num_levels,
-                                     clip)
-                estimate = estimate + (self.timesteps - 1) * kl
-            estimates.append(estimate)
-        stacked = torch.stack(estimates)  # (draws, B)
-        by_stratum = [stacked[s::strata] for s in range(strata)]  # each (n_s, B)
-        mean = torch.stack([e.mean(0) for e in by_stratum]).mean(0)
-        if draws < 2:
-            return mean, None
-        variance = torch.stack([e.var(0) / len(e) for e in by_stratum]).sum(0) / strata**2
-        return mean, variance
+        """An unbiased estimate (B,) of the bound L on -log p(x_0) and its variance (B,) (None from one draw):
+        ``stratified_bound`` of this process's terms, each with fresh noise."""
+        def term(t: Tensor) -> Tensor:
+            noise = draw(torch.randn, tuple(x0.shape), generator, x0.device)
+            return self.bound_term(denoiser, x0, t, y, noise, num_levels, clip)
+        return stratified_bound(term, self.prior_kl(x0), self.timesteps, draws, generator)
 
     def bound_terms(self, denoiser: Denoiser, x0: Tensor, y: Tensor | None, num_levels: int | None,
                     generator: torch.Generator | None = None, clip: bool = False) -> Tensor:
