@@ -90,11 +90,11 @@ class UniformDiscreteDiffusion:
         """log p(x_s | x_t) (B, *shape, K), normalised over the K states of x_s: (D3) for log_p0 =
         log p~(x_0 | x_t), (D2) for log_p0 the log of a point mass on x_0 (0 and -inf); s < t, s = -1 the data."""
         alpha_bar_t, alpha_bar_s = self.alpha_bar_at(t), self.alpha_bar_at(s)
-        a = self._column(alpha_bar_t / alpha_bar_s, log_p0)  # a_{t|s}
-        k = self.num_states
-        from_xt = torch.log(a * F.one_hot(xt, k).to(log_p0.dtype) + (1 - a) / k)  # log q(x_t | x_s) over x_s
-        mix = self._column(alpha_bar_s, log_p0)  # log(alpha_bar_s p~ + (1 - alpha_bar_s) / K), stable at alpha_bar_s = 1
-        from_x0 = torch.logaddexp(torch.log(mix) + log_p0, torch.log((1 - mix) / k))
+        k, column = self.num_states, lambda v: self._column(v, log_p0)
+        a = alpha_bar_t / alpha_bar_s  # a_{t|s}; 1 - a and 1 - alpha_bar_s in float64: near 1 at the first steps
+        # log q(x_t | x_s) as a function of x_s, and log(alpha_bar_s p~ + (1 - alpha_bar_s) / K), stable at alpha_bar_s = 1
+        from_xt = torch.log(column(a) * F.one_hot(xt, k).to(log_p0.dtype) + column((1 - a) / k))
+        from_x0 = torch.logaddexp(column(alpha_bar_s.log()) + log_p0, column(((1 - alpha_bar_s) / k).log()))
         return torch.log_softmax(from_xt + from_x0, -1)
 
     def log_p0(self, denoiser: StateDenoiser, xt: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
