@@ -86,7 +86,8 @@ def test_the_reverse_step_is_eq_4_sum_over_x0_of_the_joint_times_the_prediction(
         q_ts = torch.linalg.multi_dot([torch.eye(K, dtype=torch.float64), *one_step[s + 1:t + 1]])
         for xt in range(K):
             got = process.log_step(torch.tensor([xt]), prediction.log().float()[None], index(t), index(s)).exp()
-            joint = sum(q_ts[:, xt] * q_bar[s + 1][x0] * prediction[x0] for x0 in range(K))  # sum_x0 q(x_s, x_t | x0) p~(x0)
+            # sum over x0 of q(x_s, x_t | x0) p~(x0)
+            joint = sum(q_ts[:, xt] * q_bar[s + 1][x0] * prediction[x0] for x0 in range(K))
             torch.testing.assert_close(got.double().flatten(), joint / joint.sum(), atol=1e-6, rtol=0)
 
 

@@ -53,7 +53,7 @@ class D3PMConfig(ModelConfig):
     channels: int = 32  # U-Net base width
     channel_mult: tuple[int, ...] = (1, 2, 2)  # U-Net width per level, in units of channels (28 -> 14 -> 7)
     blocks: int = 2  # residual blocks per U-Net level
-    attention_resolutions: tuple[int, ...] = (7,)  # U-Net levels (by height) with self-attention besides the middle's (0: none)
+    attention_resolutions: tuple[int, ...] = (7,)  # U-Net levels (by height) with attention besides the middle (0: none)
     heads: int = 4  # attention heads
     dropout: float = 0.1  # dropout in the residual blocks
 
@@ -69,11 +69,11 @@ class D3PMConfig(ModelConfig):
 
 class D3PM(GenerativeModel):
     name = "d3pm"
-    description = "discrete diffusion (Austin et al. 2021, D3PM-uniform): states redrawn uniformly, exact categorical bound"
+    description = "discrete diffusion (Austin et al. 2021, uniform D3PM): exact categorical KLs in its bound"
     Config = D3PMConfig
     family = "diffusion"
     value_types = ("binary", "discrete")
-    samplers = (SamplerSpec("ancestral", ("steps",), f"the reverse process over respaced steps (default {DEFAULT_STEPS})"),)
+    samplers = (SamplerSpec("ancestral", ("steps",), f"the reverse process, respaced (default {DEFAULT_STEPS} steps)"),)
     estimators = ("bound",)
     capabilities = frozenset({"complete"})
     training_defaults: ClassVar[dict] = {"lr": 2e-4, "grad_clip": 1.0, "ema_decay": 0.999, "warmup_steps": 100}
@@ -106,7 +106,8 @@ class D3PM(GenerativeModel):
         """The U-Net's K logits per pixel (B, K C, H, W) of p~(x_0 | x_t), reading the states scaled to [-1, 1]."""
         return self.net(2 * states.to(self.dtype) / (self.info.num_levels - 1) - 1, t, y)
 
-    def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model", step: int | None = None) -> dict[str, Tensor]:
+    def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model",
+             step: int | None = None) -> dict[str, Tensor]:
         """The hybrid loss at one uniform t per example (``UniformDiscreteDiffusion.training_losses``)."""
         self.check_input(x)
         t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)

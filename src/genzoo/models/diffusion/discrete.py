@@ -92,7 +92,7 @@ class UniformDiscreteDiffusion:
         alpha_bar_t, alpha_bar_s = self.alpha_bar_at(t), self.alpha_bar_at(s)
         k, column = self.num_states, lambda v: self._column(v, log_p0)
         a = alpha_bar_t / alpha_bar_s  # a_{t|s}; 1 - a and 1 - alpha_bar_s in float64: near 1 at the first steps
-        # log q(x_t | x_s) as a function of x_s, and log(alpha_bar_s p~ + (1 - alpha_bar_s) / K), stable at alpha_bar_s = 1
+        # log q(x_t | x_s) as a function of x_s; log(alpha_bar_s p~ + (1 - alpha_bar_s) / K), stable at alpha_bar_s = 1
         from_xt = torch.log(column(a) * F.one_hot(xt, k).to(log_p0.dtype) + column((1 - a) / k))
         from_x0 = torch.logaddexp(column(alpha_bar_s.log()) + log_p0, column(((1 - alpha_bar_s) / k).log()))
         return torch.log_softmax(from_xt + from_x0, -1)
