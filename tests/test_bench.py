@@ -79,9 +79,10 @@ def test_every_model_has_a_row_on_a_dataset_or_a_reason_why_not():
         for e in entries:
             assert (e.recipe is None) == (e.reason is not None)
     skipped = {e.model: e.reason for e in runner.plan("eight-gaussians", "all") if e.reason}
-    assert set(skipped) == {"cvae", "dcgan", "cgan", "pixelcnn", "gated-pixelcnn", "pixelrnn", "mob", "rbm"}
+    assert set(skipped) == {"cvae", "dcgan", "cgan", "pixelcnn", "gated-pixelcnn", "pixelrnn", "mob", "rbm", "d3pm"}
     assert "needs class labels" in skipped["cvae"] and "models images" in skipped["pixelcnn"]
     assert "mob models binary data, and eight-gaussians is real-valued" in skipped["mob"]
+    assert "d3pm models binary or discrete data, and eight-gaussians is real-valued" in skipped["d3pm"]
 
 
 def test_a_recipe_that_starts_from_another_runs_after_it():
