@@ -183,8 +183,9 @@ def test_bad_options_are_one_clear_line():
     with pytest.raises(ValueError, match="d3pm models binary or discrete data"):
         build_model("d3pm", DataInfo("toy", (1, 4, 4), 0, "continuous", None), {})
     model = build_model("d3pm", info, TINY)
-    with pytest.raises(ValueError, match="--steps 21 must lie in 1..20"):
-        model.sample(2, steps=21)
+    for steps in (21, 0):
+        with pytest.raises(ValueError, match=f"--steps {steps} must lie in 1..20"):
+            model.sample(2, steps=steps)
 
 
 def test_train_sample_and_eval_on_binarized_mnist_through_the_cli(tmp_path, local_data, capsys):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from genzoo.data.core import DataInfo
+from genzoo.distributions.likelihoods import gumbel
 from genzoo.distributions.numerics import draw
 from genzoo.models.base import (
     EvalDefaults,
@@ -37,7 +38,7 @@ from genzoo.models.base import (
 )
 from genzoo.models.diffusion.discrete import UniformDiscreteDiffusion
 from genzoo.models.diffusion.process import COSINE_OFFSET, SCHEDULES
-from genzoo.models.diffusion.samplers import timestep_sequence
+from genzoo.models.diffusion.samplers import indices, step_pairs
 from genzoo.nn.denoisers import UNet
 from genzoo.nn.mode import eval_mode
 
@@ -104,7 +105,8 @@ class D3PM(GenerativeModel):
 
     def denoise(self, states: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         """The U-Net's K logits per pixel (B, K C, H, W) of p~(x_0 | x_t), reading the states scaled to [-1, 1]."""
-        return self.net(2 * states.to(self.dtype) / (self.info.num_levels - 1) - 1, t, y)
+        inputs = 2 * states.to(self.dtype) / (self.info.num_levels - 1) - 1
+        return self.net(inputs.contiguous(memory_format=self.info.memory_format), t, y)  # the weights' layout
 
     def loss(self, x: Tensor, y: Tensor | None = None, phase: str = "model",
              step: int | None = None) -> dict[str, Tensor]:
@@ -136,20 +138,16 @@ class D3PM(GenerativeModel):
         """States (n, *shape) after the reverse process from uniform x_T over ``steps`` respaced steps; with
         ``known`` states and the ``keep`` mask, the kept states are replaced after every step by a fresh draw
         of q(x_s | known), so that they end exactly as known (replacement, as ``ddpm``'s inpainting)."""
-        k, shape = self.info.num_levels, (n, *self.info.shape)
-        sequence = timestep_sequence(self.config.timesteps, steps or min(DEFAULT_STEPS, self.config.timesteps))
-        x = (draw(torch.rand, shape, generator, self.device) * k).long().clamp(max=k - 1)
-        def at(index: int) -> Tensor:
-            return torch.full((n,), index, dtype=torch.long, device=self.device)
-
+        steps = min(DEFAULT_STEPS, self.config.timesteps) if steps is None else steps
+        x = self.process.uniform_states((n, *self.info.shape), generator, self.device)
         with eval_mode(self):
-            for t, s in zip(sequence, [*sequence[1:], -1]):
-                log_p = self.process.log_step(x, self.process.log_p0(self.denoise, x, at(t), None), at(t), at(s))
-                gumbel = -torch.log(-torch.log(draw(torch.rand, tuple(log_p.shape), generator, self.device)
-                                               .clamp(min=1e-20)))
-                x = (log_p + gumbel).argmax(-1)  # a draw of p(x_s | x_t) (Gumbel-max)
+            for t, s in step_pairs(self.config.timesteps, steps):
+                t_, s_ = indices(x, t), indices(x, s)
+                log_p = self.process.log_step(x, self.process.log_p0(self.denoise, x, t_, None), t_, s_)
+                uniform = draw(torch.rand, tuple(log_p.shape), generator, self.device)
+                x = (log_p + gumbel(uniform)).argmax(-1)  # a draw of p(x_s | x_t) (Gumbel-max)
                 if known is not None:
-                    x = torch.where(keep, self.process.q_sample(known, at(s), generator), x)
+                    x = torch.where(keep, self.process.q_sample(known, s_, generator), x)
         return x
 
     @torch.no_grad()

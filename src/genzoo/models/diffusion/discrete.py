@@ -79,12 +79,16 @@ class UniformDiscreteDiffusion:
         alpha_bar = self._column(self.alpha_bar_at(t), one_hot)
         return (alpha_bar * one_hot + (1 - alpha_bar) / self.num_states).float()
 
+    def uniform_states(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """States drawn uniformly from 0..K-1 (int64): the prior p(x_T), and a redrawn state of q."""
+        return (draw(torch.rand, shape, generator, device) * self.num_states).long().clamp(max=self.num_states - 1)
+
     def q_sample(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x_t ~ q(x_t | x_0) (D1): each state kept with probability alpha_bar_t, else redrawn uniformly."""
         keep = draw(torch.rand, tuple(x0.shape), generator, x0.device, torch.float64)
-        uniform = (draw(torch.rand, tuple(x0.shape), generator, x0.device) * self.num_states).long()
+        uniform = self.uniform_states(tuple(x0.shape), generator, x0.device)
         alpha_bar = self.alpha_bar_at(t).reshape(len(t), *([1] * (x0.dim() - 1)))
-        return torch.where(keep < alpha_bar, x0, uniform.clamp(max=self.num_states - 1))
+        return torch.where(keep < alpha_bar, x0, uniform)
 
     def log_step(self, xt: Tensor, log_p0: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """log p(x_s | x_t) (B, *shape, K), normalised over the K states of x_s: (D3) for log_p0 =

@@ -46,15 +46,21 @@ def timestep_sequence(timesteps: int, steps: int, spacing: str = "trailing") -> 
     return [round(timesteps - k * timesteps / steps) - 1 for k in range(steps)]
 
 
+def step_pairs(timesteps: int, steps: int, spacing: str = "trailing") -> list[tuple[int, int]]:
+    """(t, s) for each step t -> s of the sequence, the last s = -1 (the data)."""
+    sequence = timestep_sequence(timesteps, steps, spacing)
+    return list(zip(sequence, [*sequence[1:], -1]))
+
+
 def _pairs(process: GaussianDiffusion, steps: int, spacing: str):
     """(t, s, alpha_bar_t, alpha_bar_s) for each step t -> s of the sequence, s = -1 (alpha_bar = 1) last."""
-    sequence = timestep_sequence(process.timesteps, steps, spacing)
     alpha_bar = process.alpha_bar
-    for t, s in zip(sequence, [*sequence[1:], -1]):
+    for t, s in step_pairs(process.timesteps, steps, spacing):
         yield t, s, alpha_bar[t].item(), 1.0 if s < 0 else alpha_bar[s].item()
 
 
-def _indices(x: Tensor, t: int) -> Tensor:
+def indices(x: Tensor, t: int) -> Tensor:
+    """The index t for each example of x (B,), int64 on x's device."""
     return torch.full((len(x),), t, dtype=torch.long, device=x.device)
 
 
@@ -79,7 +85,7 @@ def ddim_sample(predict: Predict, x: Tensor, process: GaussianDiffusion, steps: 
     """DDIM from x_T (B, *shape) in ``steps`` steps; noise (eta > 0) is drawn at every step but the last.
     ``callback(t, x_t, prediction)`` sees each step's state (a figure's chain), before the step."""
     for t, s, alpha_bar_t, alpha_bar_s in _pairs(process, steps, spacing):
-        pred = predict(x, _indices(x, t))
+        pred = predict(x, indices(x, t))
         if callback is not None:
             callback(t, x, pred)
         noise = draw(torch.randn, tuple(x.shape), generator, x.device) if eta > 0 and s >= 0 else None
@@ -109,7 +115,7 @@ def ddpm_sample(predict: Predict, x: Tensor, process: GaussianDiffusion, steps: 
                 generator: torch.Generator | None = None, spacing: str = "trailing") -> Tensor:
     """Ancestral sampling (Ho et al. algorithm 2) from x_T (B, *shape); the last step returns the mean."""
     for t, s, alpha_bar_t, alpha_bar_s in _pairs(process, steps, spacing):
-        pred = predict(x, _indices(x, t))
+        pred = predict(x, indices(x, t))
         noise = draw(torch.randn, tuple(x.shape), generator, x.device) if s >= 0 else None
         x = ddpm_step(x, pred, alpha_bar_t, alpha_bar_s, process.variance, noise)
     return x
@@ -129,7 +135,7 @@ def dpm_solver_pp_2m(predict: Predict, x: Tensor, process: GaussianDiffusion, st
     """
     x0_prev, h_prev = None, None
     for t, s, alpha_bar_t, alpha_bar_s in _pairs(process, steps, spacing):
-        x0 = predict(x, _indices(x, t)).x0
+        x0 = predict(x, indices(x, t)).x0
         if s < 0:
             return x0
         alpha_t, sigma_t = alpha_bar_t**0.5, (1 - alpha_bar_t) ** 0.5
@@ -174,7 +180,7 @@ def repaint_sample(predict: Predict, x: Tensor, process: GaussianDiffusion, step
     while i < len(pairs):
         t, s, alpha_bar_t, alpha_bar_s = pairs[i]
         x = _known_at(x, x_known, keep, alpha_bar_t, generator)
-        pred = predict(x, _indices(x, t))
+        pred = predict(x, indices(x, t))
         noise = draw(torch.randn, tuple(x.shape), generator, x.device) if s >= 0 else None
         x = ddpm_step(x, pred, alpha_bar_t, alpha_bar_s, process.variance, noise)
         i += 1

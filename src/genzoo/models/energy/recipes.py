@@ -12,8 +12,9 @@ score matching, 2.3-3.4 s a step of 64 at width 24 on one thread (double back-pr
 machines vary: 950 steps filled the 59-minute cap on the slower. At sigma_max = 1, width 24 for 950 steps drew
 better samples than width 16 for 1,650 (FD 296 against 685 on 250 validation samples); at sigma_max = 10 it
 reached FD 259 on the protocol's 1,000 samples from annealed Langevin (version 1), its loss still falling.
-Version 2 is the same training sampled ancestrally, one step a level (FD 211 against 259 on the protocol). Version 3 trains 1,400 steps, 53 minutes on one thread beside
-another job on a faster machine (2.3 s a step): FD 158. Version 4 is version 3's training sampled by
+Version 2 is the same training sampled ancestrally, one step a level (FD 211 against 259 on the protocol).
+Version 3 trains 1,400 steps, 53 minutes on one thread beside another job on a faster machine (2.3 s a step):
+FD 158. Version 4 is version 3's training sampled by
 predictor-corrector (one Langevin corrector step a level, twice the gradients): FD 133.5 on the protocol, and
 133.1 against ancestral's 175.7 on 250 validation images. Version 5 spends the same hour on 2,500 steps of batch
 32 (1.3 s a step against 2.3 for 64: 25 examples a second against 28, 80,000 examples against 90,000, 1.8x the
