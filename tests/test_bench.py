@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 import time
 from pathlib import Path
 
@@ -70,6 +71,16 @@ def test_a_tiny_bench_records_every_metric_with_its_kind_and_provenance(data, di
         assert all(r["metrics"][k]["kind"] == "sample" for k in sample_keys)
     if data == "eight-gaussians":
         assert made["metrics"]["kl_nats"]["kind"] == "exact" and made["metrics"]["kl_nats"]["std_err"] > 0
+
+
+def test_a_bench_leaves_each_run_its_report_and_one_page_of_them_all(digits_bench):
+    out, records = digits_bench
+    page = (out / "report.html").read_text()
+    for r in records:
+        run_dir = Path(r["provenance"]["run_dir"])
+        title = escape(f"{r['model']} on digits ({run_dir.name})")
+        assert title in (run_dir / "report.html").read_text() and title in page
+    assert "<h2>Comparison</h2>" in page and "<h2>Bench results</h2>" in page
 
 
 def test_every_model_has_a_row_on_a_dataset_or_a_reason_why_not():

@@ -21,7 +21,7 @@ from genzoo import checkpoint, figures
 from genzoo.bench.records import RESULTS_FILE, append_record, import_run, read_results
 from genzoo.bench.runner import run_bench
 from genzoo.bench.tables import VIEWS, regenerate_readme, render
-from genzoo.checkpoint import REPORT_FILE, eval_file
+from genzoo.checkpoint import METRICS_FILE, REPORT_FILE, eval_file
 from genzoo.data.core import SPLITS
 from genzoo.data.registry import dataset_info, list_datasets, load_split
 from genzoo.evaluate import completion
@@ -167,9 +167,22 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "genzoo " + " ".join(shlex.quote(a) for a in args.argv)
-    run_bench(args.data, args.models, args.recipe_set, names(args.recipes), args.max_steps, args.out, args.data_root,
-              args.eval_minutes, args.seed, command)
-    print(render(read_results(Path(args.out) / RESULTS_FILE), data=[args.data]))
+    new = run_bench(args.data, args.models, args.recipe_set, names(args.recipes), args.max_steps, args.out,
+                    args.data_root, args.eval_minutes, args.seed, command)
+    out = Path(args.out)
+    records = read_results(out / RESULTS_FILE)
+    print(render(records, data=[args.data]))
+    for run_dir in bench_run_dirs(new, args.data):  # as `genzoo train` leaves it: the run's own page
+        write_report([run_dir], run_dir / REPORT_FILE)
+    if run_dirs := bench_run_dirs(records, args.data):
+        print(f"report: {write_report(run_dirs, out / REPORT_FILE, bench=out)} (the bench's runs side by side)")
+
+
+def bench_run_dirs(records: list[dict], data: str) -> list[Path]:
+    """The run directories of ``records``' finished runs on ``data`` that are still on disk, once each."""
+    dirs = [Path(r["provenance"]["run_dir"]) for r in records
+            if r["status"] == "ok" and r["dataset"] == data and "run_dir" in r.get("provenance", {})]
+    return [d for d in dict.fromkeys(dirs) if (d / METRICS_FILE).is_file()]
 
 
 def cmd_bench_import(args: argparse.Namespace) -> None:
