@@ -47,6 +47,9 @@ def test_eval_reports_the_arena_metrics(arena_runs, model, capsys):
     assert SAMPLE_KEYS <= set(metrics) and metrics["num_samples"] == 10_000
     if model == "gan":
         assert metrics["likelihood"] == "unavailable" and metrics["nll_nats"] is None and "kl_nats" not in metrics
+        assert genzoo(["eval", str(run), "--split", "test", "--json", "--metrics", "sw"]) == 0
+        alone = json.loads(capsys.readouterr().out)  # the metrics not asked for are not computed
+        assert alone["sliced_wasserstein"] == metrics["sliced_wasserstein"] and not {"mmd2", "bandwidth"} & set(alone)
     else:
         assert LIKELIHOOD_KEYS <= set(metrics) and metrics["kl_std_err"] > 0
         assert metrics["likelihood"] == ("exact" if model == "made" else "lower_bound")

@@ -220,6 +220,12 @@ def test_arena_sample_metrics_report_their_settings_and_punish_a_missed_mode():
     assert (scores["good"]["num_samples"], scores["good"]["num_test"]) == (4000, 4000)
     assert scores["seven"]["sliced_wasserstein"] > 3 * scores["good"]["sliced_wasserstein"]
     assert scores["seven"]["mmd2"] > 3 * abs(scores["good"]["mmd2"])
+    # asked for one metric, the arena computes that one (MMD^2 is the slow one) with its own setting
+    alone = arena_sample_metrics("eight-gaussians", good, test, ("sliced_wasserstein",))
+    assert alone == {"sliced_wasserstein": scores["good"]["sliced_wasserstein"], "num_projections":
+                     scores["good"]["num_projections"], "num_samples": 4000, "num_test": 4000}
+    with pytest.raises(ValueError, match="unknown arena metric.* fid: choose from sliced_wasserstein"):
+        arena_sample_metrics("eight-gaussians", good, test, ("fid",))
     # the histogram KL of a perfect sampler is far from 0 at 4,000 points (about 0.35 nats, +-0.04
     # between seeds); the missed eighth of the mass adds about 0.3
     assert scores["seven"]["histogram_kl_nats"] > scores["good"]["histogram_kl_nats"] + 0.15

@@ -56,9 +56,8 @@ def arena_metrics(model: GenerativeModel, split: Split, info: DataInfo, metrics:
         samples = model.generate(num_samples, None, generator, **(sampling or {})).float().cpu()  # (M, 2)
     if not torch.isfinite(samples).all():
         raise ValueError(f"the samples of {model.name} contain NaN or infinite values (did training diverge?)")
-    result = arena_sample_metrics(info.name, samples, split.images.float().cpu())
-    dropped = [ARENA_KEYS[m] for m in ARENA_KEYS if m not in metrics]
-    return {k: v for k, v in result.items() if k not in dropped}
+    wanted = tuple(ARENA_KEYS[m] for m in ARENA_KEYS if m in metrics)
+    return arena_sample_metrics(info.name, samples, split.images.float().cpu(), wanted)
 
 
 def sampling_record(model: GenerativeModel, sampling: dict, chosen: bool) -> dict:
