@@ -54,19 +54,32 @@ def tiny_run(tmp_path_factory):
     """``tiny_run(model) -> run directory``: a 20-step run of a latent-family ``model`` on digits (``TINY_FLAGS``
     set its hidden and latent sizes, which other families do not take), trained once per session.
 
-    Tests must not modify these directories; copy one (``shutil.copytree``) to damage it.
+    Tests must not modify these directories (a test that does makes later ones depend on the order):
+    copy one (``shutil.copytree``) to evaluate into or damage it. The session ends with an error
+    naming any file that was added, removed or rewritten.
     """
     runs: dict[str, Path] = {}
+    as_trained: dict[str, dict] = {}
 
     def get(model: str) -> Path:
         if model not in runs:
             out = tmp_path_factory.mktemp("runs") / model
             code = main(["train", model, "--out", str(out), *TINY_FLAGS, *MODEL_FLAGS.get(model, [])])
             assert code == 0, f"training the shared tiny {model} run failed"
-            runs[model] = out
+            runs[model], as_trained[model] = out, files_of(out)
         return runs[model]
 
-    return get
+    yield get
+    changed = {model: sorted({name for name, _ in set(as_trained[model].items()) ^ set(files_of(out).items())})
+               for model, out in runs.items()}
+    changed = {model: names for model, names in changed.items() if names}
+    assert not changed, f"tests modified the shared tiny runs (copy a run to write into it): {changed}"
+
+
+def files_of(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each file of ``run_dir`` -> (size, modification time in ns)."""
+    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")
+            if p.is_file()}
 
 
 @pytest.fixture(scope="session")

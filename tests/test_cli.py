@@ -153,8 +153,9 @@ def test_resume_continues_to_the_new_step_budget(tmp_path, cli):
 
 
 # --- eval ---------------------------------------------------------------------------------------
-def test_eval_json_prints_exactly_one_object_and_writes_it(vae_run, cli):
-    code, out, _ = cli("eval", vae_run, "--split", "test", "--iw-samples", "10", "--limit", "50", "--json")
+def test_eval_json_prints_exactly_one_object_and_writes_it(vae_run, cli, tmp_path):
+    run_dir = copy_run(vae_run, tmp_path / "run")  # eval writes into the run
+    code, out, _ = cli("eval", run_dir, "--split", "test", "--iw-samples", "10", "--limit", "50", "--json")
     assert code == 0
     metrics = json.loads(out)  # the whole of stdout is one JSON object
     assert {"nll_nats", "bits_per_dim", "neg_elbo_nats", "num_examples", "split", "draws", "nll_std_err"} <= set(metrics)
@@ -162,12 +163,13 @@ def test_eval_json_prints_exactly_one_object_and_writes_it(vae_run, cli):
     # The 10-sample importance-weighted bound is tighter than the ELBO.
     assert metrics["nll_nats"] <= metrics["neg_elbo_nats"]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll_nats"] / (64 * math.log(2)))
-    written = json.loads((vae_run / "eval_test_limit50.json").read_text())
+    written = json.loads((run_dir / "eval_test_limit50.json").read_text())
     assert written == metrics
 
 
-def test_eval_without_json_prints_readable_lines(vae_run, cli):
-    code, out, _ = cli("eval", vae_run, "--split", "valid", "--iw-samples", "5", "--limit", "20")
+def test_eval_without_json_prints_readable_lines(vae_run, cli, tmp_path):
+    code, out, _ = cli("eval", copy_run(vae_run, tmp_path / "run"), "--split", "valid", "--iw-samples", "5", "--limit",
+                       "20")
     assert code == 0
     assert out.startswith("valid split: 20 examples")
     assert "negative ELBO" in out and "upper bound: importance, 5 draws" in out
@@ -177,15 +179,16 @@ SAMPLE_QUALITY_KEYS = {"fd", "kid", "kid_std", "precision", "recall", "classifie
                        "feature_net", "split"}
 
 
-def test_eval_sample_quality_metrics_for_a_likelihood_model_and_a_conditional_one(tiny_run, cli):
-    code, out, _ = cli("eval", tiny_run("vae"), "--metrics", "fd,kid,pr,score", "--json")
+def test_eval_sample_quality_metrics_for_a_likelihood_model_and_a_conditional_one(tiny_run, cli, tmp_path):
+    code, out, _ = cli("eval", copy_run(tiny_run("vae"), tmp_path / "vae"), "--metrics", "fd,kid,pr,score", "--json")
     assert code == 0
     metrics = json.loads(out)
     assert SAMPLE_QUALITY_KEYS <= set(metrics) and "nll_nats" not in metrics  # only what was asked for
     assert metrics["num_samples"] == metrics["num_real"] == 360  # the whole digits test split, as many samples
     assert "fc1" in metrics["feature_net"] and "digits" in metrics["feature_net"]
     assert metrics["fd"] > 0 and 0 <= metrics["precision"] <= 1 and 1 <= metrics["classifier_score"] <= 10
-    code, out, _ = cli("eval", tiny_run("cvae"), "--metrics", "nll,score", "--iw-samples", "2", "--json")
+    code, out, _ = cli("eval", copy_run(tiny_run("cvae"), tmp_path / "cvae"), "--metrics", "nll,score", "--iw-samples",
+                       "2", "--json")
     metrics = json.loads(out)
     assert code == 0 and 0 <= metrics["conditional_accuracy"] <= 1 and metrics["nll_nats"] is not None
 
@@ -209,8 +212,8 @@ def test_train_help_shows_the_model_training_defaults(capsys):
     assert "--betas TUPLE AdamW betas (default: 0.5,0.999)" in help_text
 
 
-def test_avb_eval_reports_an_elbo_estimate_labelled_as_no_bound(tiny_run, cli):
-    code, out, _ = cli("eval", tiny_run("avb"), "--iw-samples", "2", "--limit", "20", "--json")
+def test_avb_eval_reports_an_elbo_estimate_labelled_as_no_bound(tiny_run, cli, tmp_path):
+    code, out, _ = cli("eval", copy_run(tiny_run("avb"), tmp_path / "avb"), "--iw-samples", "2", "--limit", "20", "--json")
     metrics = json.loads(out)
     assert code == 0 and metrics["likelihood"] == "estimate" and metrics["estimator"] == "discriminator"
     assert metrics["nll_nats"] > 0 and "not a bound" in metrics["likelihood_method"]
