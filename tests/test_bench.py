@@ -20,7 +20,7 @@ from genzoo.bench.records import (
     read_results,
     record_key,
 )
-from genzoo.bench.tables import regenerate_readme, render
+from genzoo.bench.tables import command_cell, regenerate_readme, render
 from genzoo.cli import main as genzoo
 from genzoo.cli import render_table_command
 from genzoo.models.registry import MODELS, RECIPES
@@ -228,6 +228,15 @@ def test_a_later_record_of_the_same_run_supersedes_the_earlier(digits_bench):
     assert record_key(newer) == record_key(records[0])
     table = render([*records, newer], view="likelihood")
     assert table.count("| vae |") == 1 and "| 1.00 |" in table
+
+
+def test_a_row_of_an_earlier_recipe_version_says_that_its_command_now_trains_the_current_one():
+    current = RECIPES["ebm-mnist-dsm"].version
+    command = "genzoo train ebm --recipe ebm-mnist-dsm --data mnist"
+    row = {"command": command, "recipe": "ebm-mnist-dsm"}
+    assert command_cell({**row, "recipe_version": current}) == f"`{command}`"
+    assert command_cell({**row, "recipe_version": current - 1}) == f"`{command}` (now trains v{current})"
+    assert command_cell({**row, "recipe": None, "recipe_version": None}) == f"`{command}`"  # flags, no recipe
 
 
 def test_the_readme_tables_agree_with_the_results_file():

@@ -22,6 +22,7 @@ from pathlib import Path
 from genzoo.bench.records import LIKELIHOOD_METRICS, SAMPLE_METRICS, latest
 from genzoo.data.registry import DATASETS
 from genzoo.evaluate.likelihood import companion_name
+from genzoo.models.registry import RECIPES
 from genzoo.train.closed_form import fit_text
 
 KIND_MARKS = {"exact": "", "lower_bound": "≤ ", "estimate": "≈ ", "numerical": "~ "}
@@ -129,7 +130,12 @@ def likelihood_kind(record: dict) -> str:
 
 
 def command_cell(record: dict) -> str:
-    return f"`{record['command']}`" if record.get("command") else "-"
+    """The command; on a row of a recipe's earlier version, that the same command now trains the current one."""
+    if not record.get("command"):
+        return "-"
+    current = RECIPES.get(record.get("recipe"))
+    superseded = current is not None and (record.get("recipe_version") or 1) != current.version
+    return f"`{record['command']}`" + (f" (now trains v{current.version})" if superseded else "")
 
 
 def sampler_cell(record: dict) -> str:
