@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     info, split = load_split(config["data"]["name"], "test", args.data_root or config["train"].get("data_root"))
     if args.samples:
         split = split.subset(args.samples)  # the real images match the sample count: FD is biased by N
-    provenance = {"source": "benchmarks/diffusion_samplers.py", "run_dir": str(Path(args.run_dir).resolve())}
+    # the record's environment is the training's; the seconds per sample are this process's, on these threads
+    provenance = {"source": "benchmarks/diffusion_samplers.py", "run_dir": str(Path(args.run_dir).resolve()),
+                  "eval_threads": torch.get_num_threads()}
     results = Path(args.out) / RESULTS_FILE
     results.parent.mkdir(parents=True, exist_ok=True)
 
