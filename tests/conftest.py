@@ -70,9 +70,11 @@ def tiny_run(tmp_path_factory):
         return runs[model]
 
     yield get
-    changed = {model: sorted({name for name, _ in set(as_trained[model].items()) ^ set(files_of(out).items())})
-               for model, out in runs.items()}
-    changed = {model: names for model, names in changed.items() if names}
+    changed = {}
+    for model, out in runs.items():
+        before, after = as_trained[model], files_of(out)
+        if names := sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name)):
+            changed[model] = names
     assert not changed, f"tests modified the shared tiny runs (copy a run to write into it): {changed}"
 
 

@@ -22,7 +22,8 @@ many steps again at lr 2e-4: 633 ± 17 nats, 1.165 bits/dim.
 from genzoo.models.recipes import ARENA, Recipe
 
 UNET_SMALL = ("--blocks", "1", "--set", "attention_resolutions=0")
-IMAGE_SHORT = ("--batch-size", "64", "--lr", "5e-4", "--lr-schedule", "cosine", "--warmup-steps", "100")
+IMAGE_SCHEDULE = ("--batch-size", "64", "--lr-schedule", "cosine", "--warmup-steps", "100")
+IMAGE_SHORT = (*IMAGE_SCHEDULE, "--lr", "5e-4")
 HYBRID = ("--set", "loss=hybrid", "--set", "variance=learned")
 # the mean and the variance trained on the bound, t importance-sampled where its terms are, a first step inside the bin
 VLB = (*UNET_SMALL, "--set", "loss=vlb", "--set", "variance=learned", "--set", "cosine_offset=0.001",
@@ -40,7 +41,7 @@ RECIPES = [
            "as ddpm-mnist-bound trained on the bound itself (L_vlb: mean and variance), t drawn from the bound's "
            "proposal and reweighted", sets=("short",), max_minutes=120, eval_metrics="nll", eval_draws=32),
     Recipe("ddpm-mnist-vlb-finetuned", "ddpm", ("mnist",), 13 * 140,
-           (*VLB, "--batch-size", "64", "--lr", "2e-4", "--lr-schedule", "cosine", "--warmup-steps", "100"),
+           (*IMAGE_SCHEDULE, *VLB, "--lr", "2e-4"),
            "ddpm-mnist-vlb, then as many steps again on the bound at lr 2e-4 (cosine)", init_from="ddpm-mnist-vlb",
            sets=("full",), max_minutes=120, eval_metrics="nll", eval_draws=32),
     Recipe("ddpm-cond-mnist-short", "ddpm", ("mnist",), 13 * 140,
